@@ -1,0 +1,51 @@
+# ragtune — the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DATA ?= data
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export RAY_AUTH_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup run test test-unit test-integration protos lint lock clean
+
+# torch is installed first, pinned, so pip takes the CPU wheel and never a CUDA build;
+# everything else is constrained by requirements.lock (regenerate with `make lock`).
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/ragtune --data-dir $(DATA) devmodel --if-missing
+	@echo "dev API key (also saved in $(DATA)/dev-api-key):"
+	@$(BIN)/ragtune --data-dir $(DATA) keys create --tenant dev --dev
+	$(BIN)/ragtune --data-dir $(DATA) serve --demo
+
+test: setup
+	$(BIN)/python -m pytest -q -rs
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: setup
+	$(BIN)/python -m pytest -q tests/integration
+
+protos: setup
+	$(BIN)/python services/ragtune/protogen.py .
+
+lint: setup
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+
+lock: setup
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|ragtune)==' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,322 @@
+"""The ``ragtune`` command. Environment variables are read here, at the entry point, only."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import grpc
+
+from ragtune.client import PATHS, GatewayClient
+from ragtune.deployment import DEFAULT_GRPC_PORT, DEV_MODEL
+
+DATA_DIR = Path(os.environ.get("RAGTUNE_DATA", "data"))
+DEMO_CORPUS = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "demo-corpus"
+DEV_KEY_FILE = "dev-api-key"
+
+
+def _target(args: argparse.Namespace) -> str:
+    return args.target or os.environ.get("RAGTUNE_TARGET", f"localhost:{DEFAULT_GRPC_PORT}")
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    key = args.api_key or os.environ.get("RAGTUNE_API_KEY", "")
+    dev_key = Path(args.data_dir) / DEV_KEY_FILE
+    if not key and dev_key.is_file():
+        key = dev_key.read_text().strip()
+    return key
+
+
+def _client(args: argparse.Namespace) -> GatewayClient:
+    return GatewayClient(_target(args), _api_key(args), timeout_s=args.timeout)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_devmodel(args: argparse.Namespace) -> int:
+    from ragtune.generation.devmodel import build_devmodel, default_dev_corpus
+
+    out = Path(args.out or Path(args.data_dir) / "devmodel")
+    if args.if_missing and (out / DEV_MODEL / "config.json").is_file():
+        print(f"dev model already in {out}")
+        return 0
+    model = build_devmodel(out, default_dev_corpus(Path(args.corpus)), seed=args.seed)
+    print(f"base model: {model.base_dir}")
+    for name, path in sorted(model.adapters.items()):
+        print(f"adapter {name}: {path}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from ragtune.common.auth import create_key
+
+    keys_file = Path(args.keys_file or Path(args.data_dir) / "keys.yaml")
+    dev_key = Path(args.data_dir) / DEV_KEY_FILE
+    if args.dev:
+        if dev_key.is_file() and keys_file.is_file():
+            print(dev_key.read_text().strip())
+            return 0
+        key = create_key(keys_file, args.tenant, admin=True)
+        dev_key.write_text(key + "\n")
+        dev_key.chmod(0o600)
+    else:
+        key = create_key(keys_file, args.tenant, admin=args.admin)
+    print(key)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ragtune.deployment import local_config
+
+    config = local_config(Path(args.data_dir), grpc_port=args.grpc_port, rerank_model=args.rerank_model)
+    print(yaml.safe_dump(config, sort_keys=False), end="")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ragtune.deployment import load_config, local_config, start_local, stop_local
+
+    data_dir = Path(args.data_dir)
+    config = (
+        load_config(Path(args.config)) if args.config
+        else local_config(data_dir, grpc_port=args.grpc_port, rerank_model=args.rerank_model)
+    )
+    port = config["grpc_options"]["port"]
+    print(f"starting Ray Serve ({len(config['applications'])} applications)...", flush=True)
+    start = time.monotonic()
+    try:
+        start_local(config)
+        print(f"serving gRPC on localhost:{port} after {time.monotonic() - start:.0f}s "
+              f"(send metadata 'application: gateway')", flush=True)
+        if args.demo:
+            args.target = f"localhost:{port}"
+            _demo(args)
+        print("Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping...")
+    finally:
+        stop_local()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from ragtune import documents
+
+    with _client(args) as client:
+        docs = list(documents.from_path(DEMO_CORPUS))
+        reply = client.ingest("demo", docs)
+        print(f"\ningested {reply.documents} demo documents as {reply.chunks} chunks "
+              f"into collection 'demo' (seq {reply.seq})\n")
+        question = "How long is the warranty on the Atlas A2 robot arm?"
+        for path, extra in [("rag", {"collection": "demo"}),
+                            ("tuned", {"adapter": "json-answer"}),
+                            ("hybrid", {"adapter": "pirate", "collection": "demo"})]:
+            print(f"$ ragtune ask {question!r} --path {path} "
+                  + " ".join(f"--{k} {v}" for k, v in extra.items()))
+            _print_answer(client.answer(question, path=path, **extra))
+            print()
+
+
+def _print_answer(reply) -> None:
+    from ragtune.v1 import common_pb2
+
+    route = reply.route
+    print(f"route: {common_pb2.Path.Name(route.path).removeprefix('PATH_')}"
+          + (f"  adapter={route.adapter}" if route.adapter else "")
+          + (f"  collection={route.collection}" if route.collection else "")
+          + f"  reasons={','.join(route.reasons)}")
+    print(f"why:   {route.explanation}")
+    print(f"answer: {reply.answer.strip()}")
+    for c in reply.citations:
+        print(f"  [{c.marker}] {c.doc_id} ({c.chunk_id}, score {c.score:.3f}): "
+              f"{' '.join(c.snippet.split())[:100]}")
+    print("timings: " + ", ".join(f"{t.stage} {t.ms:.0f} ms" for t in reply.timings))
+    u = reply.usage
+    print(f"tokens: embed {u.embedding_tokens}, rerank {u.rerank_tokens}, "
+          f"prompt {u.prompt_tokens}, completion {u.completion_tokens}")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    fields = {k: v for k, v in {"adapter": args.adapter, "collection": args.collection,
+                                "top_k": args.top_k}.items() if v}
+    if args.max_tokens:
+        fields["sampling"] = {"max_tokens": args.max_tokens}
+    with _client(args) as client:
+        if args.stream:
+            for event in client.answer_stream(args.question, path=args.path, **fields):
+                kind = event.WhichOneof("event")
+                if kind == "route":
+                    print(f"[route {event.route.path} {','.join(event.route.reasons)}]", flush=True)
+                elif kind == "delta":
+                    print(event.delta, end="", flush=True)
+                else:
+                    print()
+                    _print_answer(event.done)
+            return 0
+        reply = client.answer(args.question, path=args.path, **fields)
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(reply), indent=2))
+    else:
+        _print_answer(reply)
+    return 0
+
+
+def _batches(items: Iterable, size: int):
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ragtune import documents
+
+    if args.beir:
+        docs, total = documents.from_beir(Path(args.beir)), documents.count_lines(Path(args.beir) / "corpus.jsonl")
+    elif args.paths:
+        docs = itertools.chain.from_iterable(documents.from_path(Path(p)) for p in args.paths)
+        total = None
+    else:
+        print("ragtune ingest: give files/folders or --beir DIR", file=sys.stderr)
+        return 2
+    n_docs = n_chunks = 0
+    with _client(args) as client, tqdm(total=total, unit="doc", desc=f"ingest → {args.collection}") as bar:
+        for batch in _batches(docs, args.batch):
+            reply = client.ingest(args.collection, batch, create=True)
+            n_docs, n_chunks = n_docs + reply.documents, n_chunks + reply.chunks
+            bar.update(len(batch))
+    print(f"ingested {n_docs} documents as {n_chunks} chunks into {args.collection!r} (seq {reply.seq})")
+    return 0
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.action == "load":
+            reply = client.load_adapter(args.name, args.source or "")
+            print(f"loaded {reply.adapter.name} in {reply.load_ms:.0f} ms")
+        elif args.action == "unload":
+            print(f"unloaded {client.unload_adapter(args.name).adapter.name}")
+        for a in client.list_adapters().adapters:
+            state = "loaded" if a.loaded else "not loaded"
+            print(f"{a.name:16} {state:11} rank {a.rank:<3} {a.output_format or '-':8} {a.tone or '-':10} {a.description}")
+    return 0
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for c in client.list_collections().collections:
+            print(f"{c.name:20} {c.document_count:6} docs {c.chunk_count:7} chunks  {c.dims} dims  {c.embedding_model}")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ragtune", description="Route LLM requests to RAG, a LoRA adapter, or both, on Ray Serve.")
+    parser.add_argument("--data-dir", default=str(DATA_DIR),
+                        help="local state: database, keys, dev model (default: $RAGTUNE_DATA or ./data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def client_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--target", help=f"gateway address (default: $RAGTUNE_TARGET or localhost:{DEFAULT_GRPC_PORT})")
+        p.add_argument("--api-key", help="API key (default: $RAGTUNE_API_KEY or DATA_DIR/dev-api-key)")
+        p.add_argument("--timeout", type=float, default=120, help="seconds per call (default 120)")
+
+    p = sub.add_parser("serve", help="start every service on a local Ray Serve and serve gRPC",
+                       description="Deploy a Serve multi-application config locally and keep serving.")
+    p.add_argument("--config", help="Serve config YAML (default: the built-in local CPU config; see `ragtune config`)")
+    p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port of the built-in config")
+    p.add_argument("--rerank-model", help="local CrossEncoder directory: deploy the rerank app and turn reranking on")
+    p.add_argument("--demo", action="store_true", help="ingest the demo corpus and print one answer per path")
+    client_opts(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("config", help="print the built-in local Serve config (edit it, then serve --config)")
+    p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
+    p.add_argument("--rerank-model")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("devmodel", help="train the tiny dev model and its two demo LoRA adapters",
+                       description="Create a tiny Llama model, its tokenizer and the LoRA adapters "
+                       "'json-answer' and 'pirate' under DATA_DIR/devmodel. For mechanics, not quality.")
+    p.add_argument("--out", help="output folder (default: DATA_DIR/devmodel)")
+    p.add_argument("--corpus", default=str(DEMO_CORPUS), help="folder of Markdown to train on")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--if-missing", action="store_true", help="do nothing when the model exists")
+    p.set_defaults(func=cmd_devmodel)
+
+    p = sub.add_parser("keys", help="create API keys (stored hashed in the keys file)")
+    p.add_argument("action", choices=["create"])
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--admin", action="store_true", help="may load and unload adapters")
+    p.add_argument("--keys-file", help="default: DATA_DIR/keys.yaml")
+    p.add_argument("--dev", action="store_true",
+                   help="local development: reuse DATA_DIR/dev-api-key if present, else create an admin key and save it there")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("ingest", help="chunk, embed and store documents (files, folders, JSONL or BEIR)")
+    p.add_argument("paths", nargs="*", help="Markdown/text files or folders, or .jsonl files")
+    p.add_argument("--beir", help="BEIR folder (corpus.jsonl)")
+    p.add_argument("--collection", required=True)
+    p.add_argument("--batch", type=int, default=32, help="documents per Ingest call")
+    client_opts(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("ask", help="ask the gateway a question")
+    p.add_argument("question")
+    p.add_argument("--path", choices=sorted(PATHS), default="auto")
+    p.add_argument("--adapter")
+    p.add_argument("--collection")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--stream", action="store_true", help="print tokens as they arrive")
+    p.add_argument("--json", action="store_true", help="print the whole reply as JSON")
+    client_opts(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("adapters", help="list, load or unload LoRA adapters")
+    p.add_argument("action", choices=["list", "load", "unload"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--source", help="adapter directory to load from (default: the adapters dir)")
+    client_opts(p)
+    p.set_defaults(func=cmd_adapters)
+
+    p = sub.add_parser("collections", help="list your collections")
+    client_opts(p)
+    p.set_defaults(func=cmd_collections)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "adapters" and args.action != "list" and not args.name:
+        parser.error(f"adapters {args.action} needs an adapter name")
+    try:
+        return args.func(args)
+    except grpc.RpcError as err:
+        print(f"ragtune: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as err:
+        print(f"ragtune: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

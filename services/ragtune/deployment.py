@@ -1,0 +1,149 @@
+"""One Serve multi-application config drives ragtune everywhere.
+
+``ragtune serve`` deploys it on a local Ray; Helm writes the same document into the KubeRay
+RayService's ``serveConfigV2``. Ray's own ``ServeDeploySchema`` validates it, and each
+application's ``build(args)`` validates its ``args`` with the service's pydantic config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ragtune.common.serving import GRPC_SERVICERS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRPC_PORT = 9000
+DEFAULT_HTTP_PORT = 8000
+DEV_MODEL = "ragtune-dev-llama"
+
+
+def _app(name: str, deployment: str, args: dict[str, Any], num_cpus: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        # Every app needs a route prefix, or Serve's gRPC proxy cannot reach it.
+        "route_prefix": f"/{name}",
+        "import_path": f"ragtune.{name}.app:build",
+        "args": args,
+        "deployments": [
+            {"name": deployment, "num_replicas": 1, "ray_actor_options": {"num_cpus": num_cpus}}
+        ],
+    }
+
+
+def local_config(
+    data_dir: Path,
+    *,
+    grpc_port: int = DEFAULT_GRPC_PORT,
+    http_port: int = DEFAULT_HTTP_PORT,
+    rerank_model: str | None = None,
+) -> dict[str, Any]:
+    """The default CPU deployment: MiniLM embedder, FAISS CPU over SQLite, the dev model.
+
+    Reranking is off unless ``rerank_model`` names a local cross-encoder directory: no
+    pretrained cross-encoder can be downloaded on the build machine (see the rerank config).
+    """
+    data_dir = data_dir.resolve()
+    model_dir = data_dir / "devmodel"
+    apps = [
+        _app("embedding", "Embedding", {}, 0.5),
+        _app("retrieval", "Retrieval", {"database_url": f"sqlite:///{data_dir / 'ragtune.db'}"}, 0.25),
+        _app(
+            "generation",
+            "Generation",
+            {"model_path": str(model_dir / DEV_MODEL), "adapters_dir": str(model_dir / "adapters")},
+            0.5,
+        ),
+        _app(
+            "gateway",
+            "Gateway",
+            {"keys_file": str(data_dir / "keys.yaml"), "rerank": rerank_model is not None},
+            0.25,
+        ),
+    ]
+    if rerank_model is not None:
+        apps.insert(2, _app("rerank", "Rerank", {"model_path": rerank_model}, 0.25))
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": http_port},
+        "grpc_options": {"port": grpc_port, "grpc_servicer_functions": GRPC_SERVICERS},
+        "applications": apps,
+    }
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    config = yaml.safe_load(path.read_text())
+    validate(config)
+    return config
+
+
+def validate(config: dict[str, Any]):
+    """Validate with Ray's own schema; returns the parsed ``ServeDeploySchema``."""
+    from ray.serve.schema import ServeDeploySchema
+
+    return ServeDeploySchema.model_validate(config)
+
+
+def start_local(
+    config: dict[str, Any],
+    *,
+    num_cpus: int | None = None,
+    temp_dir: str | None = None,
+    timeout_s: float = 600,
+) -> None:
+    """Start Ray and Serve in this process tree and deploy ``config``; returns when every
+    application is RUNNING, raises RuntimeError with Serve's message if one fails."""
+    import ray
+    from ray.serve._private import api as serve_api  # what `serve run config.yaml` uses
+    from ray.serve._private.constants import SERVE_NAMESPACE
+    from ray.serve.config import gRPCOptions
+
+    schema = validate(config)
+    if not ray.is_initialized():
+        ray.init(
+            namespace=SERVE_NAMESPACE,
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+            log_to_driver=os.environ.get("RAGTUNE_RAY_LOGS", "") == "1",
+        )
+    client = serve_api.serve_start(
+        http_options=schema.http_options.model_dump(),
+        grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
+        proxy_location=schema.proxy_location,
+    )
+    client.deploy_apps(schema, _blocking=False)
+    wait_running([a["name"] for a in config["applications"]], timeout_s=timeout_s)
+
+
+def wait_running(names: list[str], *, timeout_s: float) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        apps = serve.status().applications
+        states = {n: apps[n].status if n in apps else "NOT_STARTED" for n in names}
+        failed = {n: apps[n].message for n in names if n in apps and apps[n].status == "DEPLOY_FAILED"}
+        if failed:
+            raise RuntimeError(f"applications failed to deploy: {failed}")
+        if all(s == "RUNNING" for s in states.values()):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"applications not running after {timeout_s:.0f}s: {states}")
+        time.sleep(0.5)
+
+
+def stop_local() -> None:
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()

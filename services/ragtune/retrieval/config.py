@@ -1,0 +1,22 @@
+"""Retrieval service configuration."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class RetrievalConfig(BaseModel):
+    database_url: str = Field(
+        default="sqlite:///data/ragtune.db",
+        description="SQLAlchemy URL of the source of truth (SQLite file locally). FAISS indexes "
+        "are rebuilt from it on start.",
+    )
+    max_top_k: int = Field(default=1000, ge=1, description="Largest top_k a Search may ask for.")
+    max_dims: int = Field(default=8192, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported(cls, url: str) -> str:
+        if not url.startswith("sqlite"):
+            raise ValueError("only sqlite URLs are supported so far (PostgreSQL comes with issue 3)")
+        return url

@@ -1,0 +1,183 @@
+"""The Retrieval RPCs as a plain class (no Ray).
+
+Writes go to the store first; the replica then applies the change log to its indexes, the same
+way it catches up with writes made by other replicas (``min_seq``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import numpy as np
+
+from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
+from ragtune.common.validation import check_name, check_range
+from ragtune.retrieval.config import RetrievalConfig
+from ragtune.retrieval.index import CollectionIndex
+from ragtune.retrieval.store import CollectionRow, NewChunk, Store
+from ragtune.v1 import retrieval_pb2 as pb
+
+
+class RetrievalService:
+    def __init__(self, config: RetrievalConfig) -> None:
+        self.config = config
+        self.store = Store(config.database_url)
+        self._indexes: dict[int, CollectionIndex] = {}
+        self.applied_seq = 0
+        self._lock = asyncio.Lock()
+        self.calls: Counter[str] = Counter()  # RPC name -> calls, read by tests and operators
+        self._catch_up()
+
+    def stats(self) -> dict[str, object]:
+        return {"applied_seq": self.applied_seq, "calls": dict(self.calls)}
+
+    def check_health(self) -> None:
+        self.store.last_seq()
+
+    # -- index maintenance -------------------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        """Apply every change logged after ``applied_seq`` to the in-memory indexes."""
+        for change in self.store.changes_since(self.applied_seq):
+            if change.op == "drop":
+                self._indexes.pop(change.collection_id, None)
+            else:
+                index = self._index_for(change.collection_id)
+                if index is not None and change.doc_ids:
+                    rows = self.store.load_chunks(change.collection_id, change.doc_ids)
+                    index.replace_documents(change.doc_ids, rows)
+            self.applied_seq = change.seq
+
+    def _index_for(self, collection_id: int) -> CollectionIndex | None:
+        if collection_id not in self._indexes:
+            row = self.store.collection_by_id(collection_id)
+            if row is None:  # dropped later in the log
+                return None
+            index = CollectionIndex(row.dims)
+            all_rows = self.store.load_chunks(collection_id)
+            index.replace_documents({r.doc_id for r in all_rows}, all_rows)
+            self._indexes[collection_id] = index
+        return self._indexes[collection_id]
+
+    async def _write(self, fn, *args):
+        """Run a store write and apply it to the indexes, one at a time per replica."""
+        async with self._lock:
+            result = await asyncio.to_thread(fn, *args)
+            await asyncio.to_thread(self._catch_up)
+            return result
+
+    def _collection(self, tenant: str, name: str) -> CollectionRow:
+        check_name(tenant, "tenant")
+        check_name(name, "collection")
+        return self.store.get_collection(tenant, name)
+
+    def _to_pb(self, row: CollectionRow) -> pb.Collection:
+        n_chunks, n_docs = self.store.counts(row.id)
+        return pb.Collection(
+            tenant=row.tenant,
+            name=row.name,
+            dims=row.dims,
+            embedding_model=row.embedding_model,
+            chunk_count=n_chunks,
+            document_count=n_docs,
+        )
+
+    # -- RPCs ----------------------------------------------------------------------------------
+
+    async def CreateCollection(self, request: pb.CreateCollectionRequest) -> pb.CreateCollectionResponse:
+        self.calls["CreateCollection"] += 1
+        check_name(request.tenant, "tenant")
+        check_name(request.name, "name")
+        check_range(request.dims, "dims", 1, self.config.max_dims)
+        if not request.embedding_model:
+            raise InvalidArgument("must name the embedding model", field="embedding_model")
+        row, _ = await self._write(
+            lambda: self.store.create_collection(
+                request.tenant, request.name, request.dims, request.embedding_model,
+                exist_ok=request.exist_ok,
+            )
+        )
+        return pb.CreateCollectionResponse(collection=self._to_pb(row))
+
+    async def DeleteCollection(self, request: pb.DeleteCollectionRequest) -> pb.DeleteCollectionResponse:
+        self.calls["DeleteCollection"] += 1
+        row = self._collection(request.tenant, request.name)
+        seq = await self._write(self.store.drop_collection, row)
+        return pb.DeleteCollectionResponse(seq=seq)
+
+    async def ListCollections(self, request: pb.ListCollectionsRequest) -> pb.ListCollectionsResponse:
+        self.calls["ListCollections"] += 1
+        check_name(request.tenant, "tenant")
+        rows = self.store.list_collections(request.tenant)
+        return pb.ListCollectionsResponse(collections=[self._to_pb(r) for r in rows])
+
+    async def Upsert(self, request: pb.UpsertRequest) -> pb.UpsertResponse:
+        self.calls["Upsert"] += 1
+        row = self._collection(request.tenant, request.collection)
+        if not request.chunks:
+            raise InvalidArgument("must contain at least one chunk", field="chunks")
+        new, seen = [], set()
+        for i, c in enumerate(request.chunks):
+            field = f"chunks[{i}]"
+            if not c.doc_id:
+                raise InvalidArgument("must not be empty", field=f"{field}.doc_id")
+            if not c.chunk_id or c.chunk_id in seen:
+                raise InvalidArgument("must be non-empty and unique", field=f"{field}.chunk_id")
+            if not c.text.strip():
+                raise InvalidArgument("must not be empty", field=f"{field}.text")
+            seen.add(c.chunk_id)
+            vector = np.asarray(c.vector, dtype=np.float32)
+            new.append(NewChunk(c.doc_id, c.chunk_id, c.text, dict(c.metadata), vector))
+        seq, replaced = await self._write(self.store.upsert, row, new)
+        return pb.UpsertResponse(seq=seq, upserted=len(new), replaced_documents=replaced)
+
+    async def Delete(self, request: pb.DeleteRequest) -> pb.DeleteResponse:
+        self.calls["Delete"] += 1
+        row = self._collection(request.tenant, request.collection)
+        if not request.doc_ids:
+            raise InvalidArgument("must name at least one document", field="doc_ids")
+        seq, deleted = await self._write(self.store.delete_documents, row, list(request.doc_ids))
+        return pb.DeleteResponse(seq=seq, deleted=deleted)
+
+    async def Search(self, request: pb.SearchRequest) -> pb.SearchResponse:
+        self.calls["Search"] += 1
+        row = self._collection(request.tenant, request.collection)
+        check_range(request.top_k, "top_k", 1, self.config.max_top_k)
+        if not request.query_vector:
+            raise InvalidArgument(
+                "is required: this collection has no lexical index for query_text alone",
+                field="query_vector",
+            )
+        query = np.asarray(request.query_vector, dtype=np.float32)
+        if query.shape != (row.dims,):
+            raise InvalidArgument(
+                f"has {query.shape[0]} dims; collection {row.name!r} has {row.dims}",
+                field="query_vector",
+            )
+        async with self._lock:
+            if request.min_seq > self.applied_seq:
+                await asyncio.to_thread(self._catch_up)
+            if request.min_seq > self.applied_seq:
+                raise Unavailable(
+                    f"replica has applied seq {self.applied_seq}, below min_seq {request.min_seq}"
+                )
+            index = self._index_for(row.id)
+            if index is None:
+                raise NotFound(f"collection {request.collection!r} not found")
+            hits = index.search(query, request.top_k, dict(request.filter))
+        return pb.SearchResponse(
+            hits=[
+                pb.ScoredChunk(
+                    chunk=pb.Chunk(
+                        chunk_id=h.chunk.chunk_id,
+                        doc_id=h.chunk.doc_id,
+                        text=h.chunk.text,
+                        metadata=h.chunk.metadata,
+                    ),
+                    score=h.score,
+                )
+                for h in hits
+            ],
+            applied_seq=self.applied_seq,
+        )

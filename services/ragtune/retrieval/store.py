@@ -1,0 +1,269 @@
+"""The source of truth: collections, chunks and an append-only change log, via SQLAlchemy Core.
+
+Every write is one transaction that also appends to ``changes``; the change's ``seq`` is the
+sequence number clients use to read their own writes. Indexes replay this log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from ragtune.common.errors import AlreadyExists, InvalidArgument, NotFound
+
+metadata_obj = sa.MetaData()
+
+collections = sa.Table(
+    "collections",
+    metadata_obj,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("dims", sa.Integer, nullable=False),
+    sa.Column("embedding_model", sa.String(256), nullable=False),
+    sa.UniqueConstraint("tenant", "name"),
+)
+
+chunks = sa.Table(
+    "chunks",
+    metadata_obj,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # the FAISS id
+    sa.Column(
+        "collection_id", sa.Integer, sa.ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("doc_id", sa.String(512), nullable=False),
+    sa.Column("chunk_id", sa.String(600), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("meta", sa.Text, nullable=False),  # JSON object of strings
+    sa.Column("vector", sa.LargeBinary, nullable=False),  # float32 little-endian
+    sa.UniqueConstraint("collection_id", "chunk_id"),
+    sa.Index("ix_chunks_doc", "collection_id", "doc_id"),
+)
+
+changes = sa.Table(
+    "changes",
+    metadata_obj,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("collection_id", sa.Integer, nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),  # create | upsert | delete | drop
+    sa.Column("doc_ids", sa.Text, nullable=False),  # JSON list
+)
+
+
+@dataclass(frozen=True)
+class CollectionRow:
+    id: int
+    tenant: str
+    name: str
+    dims: int
+    embedding_model: str
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    id: int
+    doc_id: str
+    chunk_id: str
+    text: str
+    metadata: dict[str, str]
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class NewChunk:
+    doc_id: str
+    chunk_id: str
+    text: str
+    metadata: dict[str, str]
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    collection_id: int
+    op: str
+    doc_ids: list[str] = field(default_factory=list)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets replicas read while one writes; busy_timeout waits instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata_obj.create_all(self.engine)
+
+    # -- collections -------------------------------------------------------------------------
+
+    def get_collection(self, tenant: str, name: str) -> CollectionRow:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(collections).where(
+                    collections.c.tenant == tenant, collections.c.name == name
+                )
+            ).first()
+        if row is None:
+            # Same message whether it is missing or another tenant's: existence is not revealed.
+            raise NotFound(f"collection {name!r} not found")
+        return CollectionRow(*row)
+
+    def list_collections(self, tenant: str | None = None) -> list[CollectionRow]:
+        query = sa.select(collections).order_by(collections.c.name)
+        if tenant is not None:
+            query = query.where(collections.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return [CollectionRow(*row) for row in conn.execute(query)]
+
+    def create_collection(
+        self, tenant: str, name: str, dims: int, model: str, *, exist_ok: bool
+    ) -> tuple[CollectionRow, int]:
+        with self.engine.begin() as conn:
+            existing = conn.execute(
+                sa.select(collections).where(
+                    collections.c.tenant == tenant, collections.c.name == name
+                )
+            ).first()
+            if existing is not None:
+                row = CollectionRow(*existing)
+                if exist_ok and (row.dims, row.embedding_model) == (dims, model):
+                    return row, 0
+                raise AlreadyExists(
+                    f"collection {name!r} already exists with dims={row.dims}, "
+                    f"embedding_model={row.embedding_model!r}"
+                )
+            cid = conn.execute(
+                collections.insert().values(
+                    tenant=tenant, name=name, dims=dims, embedding_model=model
+                )
+            ).inserted_primary_key[0]
+            seq = self._log(conn, cid, "create", [])
+        return CollectionRow(cid, tenant, name, dims, model), seq
+
+    def drop_collection(self, collection: CollectionRow) -> int:
+        with self.engine.begin() as conn:
+            conn.execute(chunks.delete().where(chunks.c.collection_id == collection.id))
+            conn.execute(collections.delete().where(collections.c.id == collection.id))
+            return self._log(conn, collection.id, "drop", [])
+
+    def counts(self, collection_id: int) -> tuple[int, int]:
+        """(chunks, distinct documents) stored in a collection."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(sa.func.count(), sa.func.count(sa.distinct(chunks.c.doc_id))).where(
+                    chunks.c.collection_id == collection_id
+                )
+            ).one()
+        return int(row[0]), int(row[1])
+
+    # -- chunks ------------------------------------------------------------------------------
+
+    def upsert(self, collection: CollectionRow, new: Sequence[NewChunk]) -> tuple[int, int]:
+        """Replace every chunk of the documents in ``new``; returns (seq, replaced documents)."""
+        doc_ids = sorted({c.doc_id for c in new})
+        for i, chunk in enumerate(new):
+            if chunk.vector.shape != (collection.dims,):
+                raise InvalidArgument(
+                    f"vector has {chunk.vector.shape[0]} dims; collection {collection.name!r} "
+                    f"has {collection.dims}",
+                    field=f"chunks[{i}].vector",
+                )
+        with self.engine.begin() as conn:
+            replaced = conn.execute(
+                sa.select(sa.func.count(sa.distinct(chunks.c.doc_id))).where(
+                    chunks.c.collection_id == collection.id, chunks.c.doc_id.in_(doc_ids)
+                )
+            ).scalar_one()
+            conn.execute(
+                chunks.delete().where(
+                    chunks.c.collection_id == collection.id, chunks.c.doc_id.in_(doc_ids)
+                )
+            )
+            conn.execute(
+                chunks.insert(),
+                [
+                    {
+                        "collection_id": collection.id,
+                        "doc_id": c.doc_id,
+                        "chunk_id": c.chunk_id,
+                        "text": c.text,
+                        "meta": json.dumps(c.metadata, sort_keys=True),
+                        "vector": np.asarray(c.vector, dtype="<f4").tobytes(),
+                    }
+                    for c in new
+                ],
+            )
+            seq = self._log(conn, collection.id, "upsert", doc_ids)
+        return seq, int(replaced)
+
+    def delete_documents(self, collection: CollectionRow, doc_ids: Sequence[str]) -> tuple[int, int]:
+        with self.engine.begin() as conn:
+            deleted = conn.execute(
+                chunks.delete().where(
+                    chunks.c.collection_id == collection.id, chunks.c.doc_id.in_(list(doc_ids))
+                )
+            ).rowcount
+            seq = self._log(conn, collection.id, "delete", sorted(set(doc_ids)))
+        return seq, int(deleted)
+
+    def load_chunks(self, collection_id: int, doc_ids: Iterable[str] | None = None) -> list[ChunkRow]:
+        query = sa.select(chunks).where(chunks.c.collection_id == collection_id)
+        if doc_ids is not None:
+            query = query.where(chunks.c.doc_id.in_(list(doc_ids)))
+        with self.engine.connect() as conn:
+            return [
+                ChunkRow(
+                    id=row.id,
+                    doc_id=row.doc_id,
+                    chunk_id=row.chunk_id,
+                    text=row.text,
+                    metadata=json.loads(row.meta),
+                    vector=np.frombuffer(row.vector, dtype="<f4"),
+                )
+                for row in conn.execute(query.order_by(chunks.c.id))
+            ]
+
+    # -- change log --------------------------------------------------------------------------
+
+    @staticmethod
+    def _log(conn: sa.Connection, collection_id: int, op: str, doc_ids: list[str]) -> int:
+        return int(
+            conn.execute(
+                changes.insert().values(
+                    collection_id=collection_id, op=op, doc_ids=json.dumps(doc_ids)
+                )
+            ).inserted_primary_key[0]
+        )
+
+    def changes_since(self, seq: int) -> list[Change]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(changes).where(changes.c.seq > seq).order_by(changes.c.seq)
+            ).all()
+        return [Change(r.seq, r.collection_id, r.op, json.loads(r.doc_ids)) for r in rows]
+
+    def last_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one())
+
+    def collection_by_id(self, collection_id: int) -> CollectionRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(collections).where(collections.c.id == collection_id)
+            ).first()
+        return CollectionRow(*row) if row else None

@@ -1,0 +1,49 @@
+"""Shared fixtures: models the tests make themselves (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CORPUS = REPO / "deploy" / "examples" / "demo-corpus"
+
+
+def run(coro):
+    """Run a coroutine to completion (the service classes are async)."""
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def devmodel(tmp_path_factory):
+    """The tiny Llama dev model and its two adapters, trained once per test session."""
+    from ragtune.generation.devmodel import build_devmodel, default_dev_corpus
+
+    out = tmp_path_factory.mktemp("devmodel")
+    return build_devmodel(out, default_dev_corpus(DEMO_CORPUS), seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory) -> Path:
+    """A tiny, untrained BERT cross-encoder with the MiniLM tokenizer: it exercises the
+    CrossEncoder code path; its scores carry no meaning."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from ragtune.embedding.backend import default_minilm_path
+
+    out = tmp_path_factory.mktemp("cross-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(default_minilm_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, num_labels=1,
+                        max_position_embeddings=512)
+    BertForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

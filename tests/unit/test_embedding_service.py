@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from ragtune.common.errors import InvalidArgument, NotFound
+from ragtune.embedding.config import EmbeddingConfig, EmbeddingModelConfig
+from ragtune.embedding.service import EmbeddingService
+from ragtune.v1 import embedding_pb2 as pb
+from tests.conftest import run
+
+
+@pytest.fixture(scope="module")
+def service():
+    svc = EmbeddingService(EmbeddingConfig(max_batch_texts=8, max_text_chars=5000))
+    svc.warm_up()
+    return svc
+
+
+def test_embeds_normalised_vectors_with_token_counts(service):
+    reply = run(service.Embed(pb.EmbedRequest(texts=["the cat sat", "a warranty of 36 months"])))
+    vectors = np.array([v.values for v in reply.vectors])
+    assert reply.dims == 384 and vectors.shape == (2, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert reply.model == "all-MiniLM-L6-v2"
+    assert list(reply.token_counts) == [5, 8]  # [CLS] + words + [SEP]
+    assert list(reply.truncated_tokens) == [0, 0]
+
+
+def test_related_texts_are_closer(service):
+    reply = run(service.Embed(pb.EmbedRequest(
+        texts=["How long is the drone battery life?", "The Kestrel battery lasts 47 minutes.",
+               "Our Lyon office opened in March."], input_type=pb.INPUT_TYPE_QUERY)))
+    q, near, far = (np.array(v.values) for v in reply.vectors)
+    assert q @ near > q @ far
+
+
+def test_long_text_truncation_is_reported(service):
+    reply = run(service.Embed(pb.EmbedRequest(texts=["word " * 400])))
+    assert reply.token_counts[0] == 402
+    assert reply.truncated_tokens[0] == 402 - 256
+
+
+@pytest.mark.parametrize(
+    ("texts", "field"),
+    [([], "texts"), (["ok", "  "], "texts[1]"), (["x"] * 9, "texts"), (["y" * 5001], "texts[0]")],
+)
+def test_bad_input_names_the_field(service, texts, field):
+    with pytest.raises(InvalidArgument) as err:
+        run(service.Embed(pb.EmbedRequest(texts=texts)))
+    assert err.value.field == field
+
+
+def test_unknown_model_is_not_found(service):
+    with pytest.raises(NotFound, match="nope"):
+        run(service.Embed(pb.EmbedRequest(texts=["x"], model="nope")))
+
+
+def test_config_rejects_unknown_default_model():
+    with pytest.raises(ValueError, match="default_model"):
+        EmbeddingConfig(models=[EmbeddingModelConfig(name="a")], default_model="b")

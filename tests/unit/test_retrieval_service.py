@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+
+from ragtune.common.errors import AlreadyExists, InvalidArgument, NotFound
+from ragtune.retrieval.config import RetrievalConfig
+from ragtune.retrieval.service import RetrievalService
+from ragtune.v1 import retrieval_pb2 as pb
+from tests.conftest import run
+
+DIMS = 8
+
+
+def unit(seed: int) -> list[float]:
+    v = np.random.default_rng(seed).normal(size=DIMS)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def chunk(doc: str, n: int, seed: int, **meta: str) -> pb.Chunk:
+    return pb.Chunk(chunk_id=f"{doc}#{n}", doc_id=doc, text=f"text of {doc} part {n}",
+                    vector=unit(seed), metadata=meta)
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'r.db'}"
+
+
+@pytest.fixture
+def service(url):
+    svc = RetrievalService(RetrievalConfig(database_url=url))
+    run(svc.CreateCollection(pb.CreateCollectionRequest(tenant="acme", name="docs", dims=DIMS,
+                                                        embedding_model="m")))
+    return svc
+
+
+def search(svc, vector, top_k=10, tenant="acme", **kw) -> pb.SearchResponse:
+    return run(svc.Search(pb.SearchRequest(tenant=tenant, collection="docs", query_vector=vector,
+                                           top_k=top_k, **kw)))
+
+
+def test_search_finds_the_nearest_chunk_first(service):
+    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
+                                        chunks=[chunk(f"d{i}", 0, i) for i in range(20)])))
+    reply = search(service, unit(7), top_k=3)
+    assert [h.chunk.chunk_id for h in reply.hits][0] == "d7#0"
+    assert reply.hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert len(reply.hits) == 3 and not reply.hits[0].chunk.vector
+
+
+def test_upsert_replaces_a_document_instead_of_duplicating_it(service):
+    first = run(service.Upsert(pb.UpsertRequest(
+        tenant="acme", collection="docs", chunks=[chunk("d1", 0, 1), chunk("d1", 1, 2)])))
+    second = run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
+                                                 chunks=[chunk("d1", 0, 3)])))
+    assert second.seq > first.seq and second.replaced_documents == 1
+    hits = search(service, unit(1)).hits
+    assert [h.chunk.chunk_id for h in hits] == ["d1#0"]
+    assert hits[0].chunk.text == "text of d1 part 0"
+    listed = run(service.ListCollections(pb.ListCollectionsRequest(tenant="acme"))).collections
+    assert (listed[0].chunk_count, listed[0].document_count) == (1, 1)
+
+
+def test_delete_removes_a_document(service):
+    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
+                                        chunks=[chunk("a", 0, 1), chunk("b", 0, 2)])))
+    reply = run(service.Delete(pb.DeleteRequest(tenant="acme", collection="docs", doc_ids=["a"])))
+    assert reply.deleted == 1
+    assert [h.chunk.doc_id for h in search(service, unit(1)).hits] == ["b"]
+
+
+def test_metadata_filter_returns_only_matching_chunks(service):
+    chunks = [chunk(f"d{i}", 0, i, lang="en" if i % 3 else "fr") for i in range(30)]
+    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs", chunks=chunks)))
+    hits = search(service, unit(4), top_k=30, filter={"lang": "fr"}).hits
+    assert {h.chunk.doc_id for h in hits} == {f"d{i}" for i in range(0, 30, 3)}
+
+
+def test_index_is_rebuilt_from_the_database_on_start(service, url):
+    reply = run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
+                                                chunks=[chunk(f"d{i}", 0, i) for i in range(5)])))
+    restarted = RetrievalService(RetrievalConfig(database_url=url))
+    assert restarted.applied_seq == reply.seq
+    assert search(restarted, unit(3)).hits[0].chunk.doc_id == "d3"
+
+
+def test_min_seq_reads_writes_made_by_another_replica(service, url):
+    other = RetrievalService(RetrievalConfig(database_url=url))
+    written = run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
+                                                  chunks=[chunk("new", 0, 9)])))
+    reply = search(other, unit(9), min_seq=written.seq)
+    assert reply.applied_seq >= written.seq and reply.hits[0].chunk.doc_id == "new"
+
+
+def test_tenants_cannot_see_each_others_collections(service):
+    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs", chunks=[chunk("a", 0, 1)])))
+    with pytest.raises(NotFound) as err:
+        search(service, unit(1), tenant="globex")
+    assert "docs" in str(err.value) and "acme" not in str(err.value)
+    assert not run(service.ListCollections(pb.ListCollectionsRequest(tenant="globex"))).collections
+    # globex may create its own "docs"; it is a different collection
+    run(service.CreateCollection(pb.CreateCollectionRequest(tenant="globex", name="docs", dims=DIMS,
+                                                            embedding_model="m")))
+    assert not search(service, unit(1), tenant="globex").hits
+
+
+def test_bad_requests_are_refused(service):
+    with pytest.raises(InvalidArgument) as err:
+        search(service, unit(1), top_k=0)
+    assert err.value.field == "top_k"
+    with pytest.raises(InvalidArgument) as err:
+        search(service, [1.0, 0.0])
+    assert err.value.field == "query_vector"
+    bad = pb.Chunk(chunk_id="x#0", doc_id="x", text="t", vector=[1.0, 0.0])
+    with pytest.raises(InvalidArgument) as err:
+        run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs", chunks=[bad])))
+    assert err.value.field == "chunks[0].vector"
+    with pytest.raises(AlreadyExists):
+        run(service.CreateCollection(pb.CreateCollectionRequest(
+            tenant="acme", name="docs", dims=16, embedding_model="m", exist_ok=True)))
+    with pytest.raises(InvalidArgument):
+        run(service.CreateCollection(pb.CreateCollectionRequest(
+            tenant="acme", name="bad name!", dims=8, embedding_model="m")))
+
+
+def test_a_failed_batch_writes_nothing(service):
+    good, bad = chunk("g", 0, 1), pb.Chunk(chunk_id="b#0", doc_id="b", text="t", vector=[1.0])
+    with pytest.raises(InvalidArgument):
+        run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs", chunks=[good, bad])))
+    assert not search(service, unit(1)).hits
