@@ -43,14 +43,16 @@ def local_config(
     grpc_port: int = DEFAULT_GRPC_PORT,
     http_port: int = DEFAULT_HTTP_PORT,
     rerank_model: str | None = None,
+    model_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The default CPU deployment: MiniLM embedder, FAISS CPU over SQLite, the dev model.
 
     Reranking is off unless ``rerank_model`` names a local cross-encoder directory: no
     pretrained cross-encoder can be downloaded on the build machine (see the rerank config).
+    ``model_dir`` holds ``ragtune-dev-llama/`` and ``adapters/`` (default: DATA_DIR/devmodel).
     """
     data_dir = data_dir.resolve()
-    model_dir = data_dir / "devmodel"
+    model_dir = (model_dir or data_dir / "devmodel").resolve()
     apps = [
         _app("embedding", "Embedding", {}, 0.5),
         _app("retrieval", "Retrieval", {"database_url": f"sqlite:///{data_dir / 'ragtune.db'}"}, 0.25),

@@ -95,7 +95,8 @@ class GatewayService:
     async def _retrieve(
         self, question: str, route: Route, tenant: str, top_k: int,
         filter: dict[str, str], timings: Timings, usage: common_pb2.Usage,
-    ) -> list[common_pb2.Citation]:
+    ) -> list[tuple[common_pb2.Citation, str]]:
+        """Citations for the passages given to the model, each with the passage's full text."""
         with timings.stage("embed"):
             query = await self._embed([question], embedding_pb2.INPUT_TYPE_QUERY)
         usage.embedding_tokens = sum(query.token_counts)
@@ -113,9 +114,12 @@ class GatewayService:
             usage.rerank_tokens = ranked.tokens
             hits = [(hits[r.index][0], r.score) for r in ranked.results]
         return [
-            common_pb2.Citation(
-                marker=i, doc_id=chunk.doc_id, chunk_id=chunk.chunk_id, score=score,
-                snippet=chunk.text[: self.config.snippet_chars], metadata=chunk.metadata,
+            (
+                common_pb2.Citation(
+                    marker=i, doc_id=chunk.doc_id, chunk_id=chunk.chunk_id, score=score,
+                    snippet=chunk.text[: self.config.snippet_chars], metadata=chunk.metadata,
+                ),
+                chunk.text,
             )
             for i, (chunk, score) in enumerate(hits[:top_k], start=1)
         ]
@@ -132,11 +136,12 @@ class GatewayService:
         yield gateway_pb2.AnswerEvent(route=route.to_pb())
 
         usage = common_pb2.Usage()
-        citations: list[common_pb2.Citation] = []
+        passages: list[tuple[common_pb2.Citation, str]] = []
         if route.retrieves:
-            citations = await self._retrieve(
+            passages = await self._retrieve(
                 request.question, route, tenant, top_k, dict(request.filter), timings, usage
             )
+        citations = [c for c, _ in passages]
         sampling = generation_pb2.GenerateRequest().sampling
         sampling.CopyFrom(request.sampling)
         sampling.max_tokens = sampling.max_tokens or self.config.default_max_tokens
@@ -145,9 +150,9 @@ class GatewayService:
             sampling=sampling,
             adapter=route.adapter,
             context=[
-                generation_pb2.ContextPassage(marker=c.marker, source=c.doc_id, text=c.text)
-                for c in citations
-            ] if citations else [],
+                generation_pb2.ContextPassage(marker=c.marker, source=c.doc_id, text=text)
+                for c, text in passages
+            ],
         )
         finish = ""
         with timings.stage("generate"):

@@ -1,0 +1,61 @@
+"""Start the real platform once: Ray Serve, every application, the gRPC proxy on a free port."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+
+import pytest
+from ragtune import documents
+from ragtune.client import GatewayClient
+from ragtune.common.auth import create_key
+from ragtune.deployment import local_config, start_local, stop_local
+
+from tests.conftest import DEMO_CORPUS
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Platform:
+    target: str
+    acme_key: str  # admin of tenant acme
+    globex_key: str  # plain key of tenant globex
+
+    def client(self, key: str | None = None) -> GatewayClient:
+        return GatewayClient(self.target, self.acme_key if key is None else key, timeout_s=120)
+
+
+@pytest.fixture(scope="session")
+def platform(devmodel, cross_encoder_dir, tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    acme, globex = create_key(data / "keys.yaml", "acme", admin=True), create_key(data / "keys.yaml", "globex")
+    port = free_port()
+    config = local_config(data, grpc_port=port, http_port=free_port(), rerank_model=str(cross_encoder_dir),
+                          model_dir=devmodel.base_dir.parent)
+    gateway = next(a for a in config["applications"] if a["name"] == "gateway")
+    # The test cross-encoder is untrained: rerank exactly the passages retrieved, so the
+    # wiring is exercised without letting random scores pull in unrelated chunks.
+    gateway["args"].update(top_k=4, rerank_candidates=4)
+    # Ray puts Unix sockets in its temp dir; pytest's tmp paths are too long for them.
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    try:
+        start_local(config, temp_dir=ray_tmp, timeout_s=600)
+        yield Platform(f"localhost:{port}", acme, globex)
+    finally:
+        stop_local()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo(platform):
+    """The 24-document demo corpus ingested into acme's collection 'demo'."""
+    with platform.client() as client:
+        reply = client.ingest("demo", list(documents.from_path(DEMO_CORPUS)))
+    return reply
