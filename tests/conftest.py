@@ -34,8 +34,9 @@ def cross_encoder_dir(tmp_path_factory) -> Path:
     """A tiny, untrained BERT cross-encoder with the MiniLM tokenizer: it exercises the
     CrossEncoder code path; its scores carry no meaning."""
     import torch
-    from ragtune.embedding.backend import default_minilm_path
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from ragtune.embedding.backend import default_minilm_path
 
     out = tmp_path_factory.mktemp("cross-encoder")
     tokenizer = AutoTokenizer.from_pretrained(default_minilm_path())

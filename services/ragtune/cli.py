@@ -6,6 +6,7 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterable
@@ -91,6 +92,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else local_config(data_dir, grpc_port=args.grpc_port, rerank_model=args.rerank_model)
     )
     port = config["grpc_options"]["port"]
+    # SIGTERM (kill, Kubernetes, CI) stops as cleanly as Ctrl-C: Serve and Ray shut down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"starting Ray Serve ({len(config['applications'])} applications)...", flush=True)
     start = time.monotonic()
     try:
@@ -128,16 +131,21 @@ def _demo(args: argparse.Namespace) -> None:
             print()
 
 
-def _print_answer(reply) -> None:
+def _path_name(path: int) -> str:
     from ragtune.v1 import common_pb2
 
+    return common_pb2.Path.Name(path).removeprefix("PATH_")
+
+
+def _print_answer(reply, *, with_answer: bool = True) -> None:
     route = reply.route
-    print(f"route: {common_pb2.Path.Name(route.path).removeprefix('PATH_')}"
+    print(f"route: {_path_name(route.path)}"
           + (f"  adapter={route.adapter}" if route.adapter else "")
           + (f"  collection={route.collection}" if route.collection else "")
           + f"  reasons={','.join(route.reasons)}")
     print(f"why:   {route.explanation}")
-    print(f"answer: {reply.answer.strip()}")
+    if with_answer:
+        print(f"answer: {reply.answer.strip()}")
     for c in reply.citations:
         print(f"  [{c.marker}] {c.doc_id} ({c.chunk_id}, score {c.score:.3f}): "
               f"{' '.join(c.snippet.split())[:100]}")
@@ -157,12 +165,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
             for event in client.answer_stream(args.question, path=args.path, **fields):
                 kind = event.WhichOneof("event")
                 if kind == "route":
-                    print(f"[route {event.route.path} {','.join(event.route.reasons)}]", flush=True)
+                    print(f"[route {_path_name(event.route.path)}: {event.route.explanation}]", flush=True)
                 elif kind == "delta":
                     print(event.delta, end="", flush=True)
                 else:
                     print()
-                    _print_answer(event.done)
+                    _print_answer(event.done, with_answer=False)
             return 0
         reply = client.answer(args.question, path=args.path, **fields)
     if args.json:
@@ -193,13 +201,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     else:
         print("ragtune ingest: give files/folders or --beir DIR", file=sys.stderr)
         return 2
-    n_docs = n_chunks = 0
+    n_docs = n_chunks = seq = 0
     with _client(args) as client, tqdm(total=total, unit="doc", desc=f"ingest → {args.collection}") as bar:
         for batch in _batches(docs, args.batch):
             reply = client.ingest(args.collection, batch, create=True)
-            n_docs, n_chunks = n_docs + reply.documents, n_chunks + reply.chunks
+            n_docs, n_chunks, seq = n_docs + reply.documents, n_chunks + reply.chunks, reply.seq
             bar.update(len(batch))
-    print(f"ingested {n_docs} documents as {n_chunks} chunks into {args.collection!r} (seq {reply.seq})")
+    print(f"ingested {n_docs} documents as {n_chunks} chunks into {args.collection!r} (seq {seq})")
     return 0
 
 

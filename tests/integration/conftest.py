@@ -8,11 +8,11 @@ import tempfile
 from dataclasses import dataclass
 
 import pytest
+
 from ragtune import documents
 from ragtune.client import GatewayClient
 from ragtune.common.auth import create_key
 from ragtune.deployment import local_config, start_local, stop_local
-
 from tests.conftest import DEMO_CORPUS
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from ragtune.v1 import common_pb2, gateway_pb2
 from ray import serve
+
+from ragtune.v1 import common_pb2, gateway_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,6 @@ def test_ingest_chunks_embeds_and_stores_the_demo_corpus(platform, demo):
         assert listed["demo"].document_count == 24 and again.seq > demo.seq
         # put the original back for the other tests
         from ragtune import documents
-
         from tests.conftest import DEMO_CORPUS
 
         client.ingest("demo", [d for d in documents.from_path(DEMO_CORPUS) if d.doc_id == "faq.md"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from ragtune.generation.devmodel import (
     DEV_BASE_NAME,
     DevModel,
@@ -28,7 +29,6 @@ from ragtune.generation.training import (
     train_lora,
     write_adapter_metadata,
 )
-
 from tests.conftest import DEMO_CORPUS
 
 MAX_NEW_TOKENS = 48
@@ -204,6 +204,7 @@ def test_mixed_adapter_batch(small_devmodel: DevModel, tokenizer, prompts, outpu
 def test_styles_hold_with_rag_context(small_devmodel: DevModel, tokenizer, corpus) -> None:
     """Gateway "both" route: retrieved passages in the system turn, adapter chosen per row."""
     from peft import PeftModel
+
     from ragtune.generation.prompting import Passage, build_messages
 
     sentences = corpus_sentences(corpus)

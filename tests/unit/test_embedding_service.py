@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+
 from ragtune.common.errors import InvalidArgument, NotFound
 from ragtune.embedding.config import EmbeddingConfig, EmbeddingModelConfig
 from ragtune.embedding.service import EmbeddingService
 from ragtune.v1 import embedding_pb2 as pb
-
 from tests.conftest import run
 
 

@@ -1,5 +1,6 @@
 import grpc
 import pytest
+
 from ragtune.common.auth import KeyStore, create_key
 from ragtune.common.errors import InvalidArgument, NotFound, Unauthenticated, to_status
 

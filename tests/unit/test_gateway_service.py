@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ragtune.common.auth import create_key
 from ragtune.common.clients import LocalClient
 from ragtune.common.context import CallContext
@@ -16,7 +17,6 @@ from ragtune.generation.service import GenerationService
 from ragtune.retrieval.config import RetrievalConfig
 from ragtune.retrieval.service import RetrievalService
 from ragtune.v1 import common_pb2, gateway_pb2, generation_pb2
-
 from tests.conftest import run
 
 
@@ -125,8 +125,9 @@ def test_ingest_is_idempotent_by_document_id(gateway):
 
 
 def test_long_documents_are_chunked_within_the_token_budget(gateway):
-    from ragtune.embedding.backend import default_minilm_path
     from tokenizers import Tokenizer
+
+    from ragtune.embedding.backend import default_minilm_path
 
     text = "\n\n".join(f"## Part {i}\n\n" + f"Robot {i} moves boxes. " * 60 for i in range(4))
     chunks = gateway.chunker.split(text)

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+
 from ragtune.common.errors import InvalidArgument, NotFound
 from ragtune.rerank.config import RerankConfig
 from ragtune.rerank.service import RerankService
 from ragtune.v1 import rerank_pb2 as pb
-
 from tests.conftest import run
 
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+
 from ragtune.common.errors import AlreadyExists, InvalidArgument, NotFound
 from ragtune.retrieval.config import RetrievalConfig
 from ragtune.retrieval.service import RetrievalService
 from ragtune.v1 import retrieval_pb2 as pb
-
 from tests.conftest import run
 
 DIMS = 8

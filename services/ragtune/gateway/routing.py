@@ -62,7 +62,7 @@ class RuleRouter:
             collection = collection or self.default_collection
             return Route(common_pb2.PATH_RAG, "", collection, ("default_rag",),
                          f"No adapter named: answer from collection {collection!r} with citations.")
-        name = common_pb2.Path.Name(path)
+        name = common_pb2.Path.Name(path).removeprefix("PATH_")
         if path in (common_pb2.PATH_TUNED, common_pb2.PATH_HYBRID) and not adapter:
             raise InvalidArgument(f"{name} needs an adapter", field="adapter")
         if path == common_pb2.PATH_RAG and adapter:
