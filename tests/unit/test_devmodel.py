@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ragtune.generation.adapters import read_adapter_metadata, write_adapter_metadata
 from ragtune.generation.devmodel import (
     DEV_BASE_NAME,
     DevModel,
@@ -25,9 +26,7 @@ from ragtune.generation.devmodel import (
 from ragtune.generation.training import (
     IGNORE_INDEX,
     encode_chat,
-    read_adapter_metadata,
     train_lora,
-    write_adapter_metadata,
 )
 from tests.conftest import DEMO_CORPUS
 

@@ -15,7 +15,8 @@ class GenerationConfig(BaseModel):
     model_name: str = Field(
         default="",
         description="Name of the base model; adapters declare the base they were trained on and "
-        "must match it. Empty means the model directory's name.",
+        "must match it. Empty means the name in the model's ragtune-base.yaml, else the "
+        "directory's name (the rule `ragtune tune` uses when it records base_model).",
     )
     engine: str = Field(default="transformers", description="'transformers' (CPU or GPU).")
     device: str = Field(default="cpu", description="torch device for the transformers engine.")
@@ -34,7 +35,9 @@ class GenerationConfig(BaseModel):
     @model_validator(mode="after")
     def _names(self) -> GenerationConfig:
         if not self.model_name:
-            self.model_name = Path(self.model_path).name
+            from ragtune.generation.adapters import base_model_name
+
+            self.model_name = base_model_name(Path(self.model_path))
         if self.engine != "transformers":
             raise ValueError(f"engine must be 'transformers', got {self.engine!r}")
         if self.default_max_tokens > self.max_tokens_limit:

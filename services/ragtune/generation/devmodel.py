@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ragtune.generation.adapters import BASE_METADATA_FILE
 from ragtune.generation.prompting import DEFAULT_SYSTEM, Passage, build_messages
 from ragtune.generation.training import (
-    BASE_METADATA_FILE,
     EncodedExample,
     encode_chat,
     quiet_transformers,

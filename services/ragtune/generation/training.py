@@ -20,25 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragtune.generation.adapters import (
+    base_model_name,
+    validate_adapter_metadata,
+    write_adapter_metadata,
+)
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 """Label value that PyTorch's cross-entropy skips: marks tokens the model is not graded on."""
-
-ADAPTER_METADATA_FILE = "ragtune-adapter.yaml"
-BASE_METADATA_FILE = "ragtune-base.yaml"
-
-REQUIRED_METADATA_FIELDS = (
-    "name",
-    "base_model",
-    "rank",
-    "description",
-    "tasks",
-    "output_format",
-    "tone",
-)
 
 LLAMA_TARGET_MODULES = (
     "q_proj",
@@ -50,67 +43,6 @@ LLAMA_TARGET_MODULES = (
     "down_proj",
 )
 """Attention plus MLP projections: on small models the MLP is where a new output style sticks."""
-
-
-# --------------------------------------------------------------------------------------------
-# Metadata
-# --------------------------------------------------------------------------------------------
-
-
-def validate_adapter_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the fields the router relies on, so a bad file fails at write time, not at routing."""
-    missing = [key for key in REQUIRED_METADATA_FIELDS if key not in metadata]
-    if missing:
-        raise ValueError(f"adapter metadata is missing required field(s): {', '.join(missing)}")
-    for key in ("name", "base_model", "description", "output_format", "tone"):
-        if not isinstance(metadata[key], str) or not metadata[key].strip():
-            raise ValueError(f"adapter metadata field {key!r} must be a non-empty string")
-    rank = metadata["rank"]
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"adapter metadata field 'rank' must be an integer >= 1, got {rank!r}")
-    tasks = metadata["tasks"]
-    if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
-        raise ValueError("adapter metadata field 'tasks' must be a list of non-empty strings")
-    return dict(metadata)
-
-
-def write_adapter_metadata(adapter_dir: Path, metadata: Mapping[str, Any]) -> Path:
-    """Write `ragtune-adapter.yaml` next to the PEFT weights; returns the file's path."""
-    import yaml
-
-    data = validate_adapter_metadata(metadata)
-    adapter_dir.mkdir(parents=True, exist_ok=True)
-    path = adapter_dir / ADAPTER_METADATA_FILE
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def read_adapter_metadata(adapter_dir: Path) -> dict[str, Any]:
-    """Read and validate `ragtune-adapter.yaml`; raises FileNotFoundError or ValueError."""
-    import yaml
-
-    path = adapter_dir / ADAPTER_METADATA_FILE
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a YAML mapping")
-    return validate_adapter_metadata(data)
-
-
-def base_model_name(base_dir: Path) -> str:
-    """The name adapters record as `base_model`: the base's own label if it has one.
-
-    A base built by ragtune carries `ragtune-base.yaml` with a stable name; any other model
-    directory is identified by its folder name.
-    """
-    import yaml
-
-    path = base_dir / BASE_METADATA_FILE
-    if path.is_file():
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        name = data.get("name") if isinstance(data, dict) else None
-        if isinstance(name, str) and name:
-            return name
-    return base_dir.name
 
 
 # --------------------------------------------------------------------------------------------
