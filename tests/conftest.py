@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CORPUS = REPO / "deploy" / "examples" / "demo-corpus"
@@ -23,7 +25,8 @@ def run(coro):
 @pytest.fixture(scope="session")
 def devmodel(tmp_path_factory):
     """The tiny Llama dev model and its two adapters, trained once per test session."""
-    from ragtune.generation.devmodel import build_devmodel, default_dev_corpus
+    from ragtune.generation.devdata import default_dev_corpus
+    from ragtune.generation.devmodel import build_devmodel
 
     out = tmp_path_factory.mktemp("devmodel")
     return build_devmodel(out, default_dev_corpus(DEMO_CORPUS), seed=0, progress=False)
@@ -41,9 +44,15 @@ def cross_encoder_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cross-encoder")
     tokenizer = AutoTokenizer.from_pretrained(default_minilm_path())
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64, num_labels=1,
-                        max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+        max_position_embeddings=512,
+    )
     BertForSequenceClassification(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -42,7 +42,8 @@ def _client(args: argparse.Namespace) -> GatewayClient:
 
 
 def cmd_devmodel(args: argparse.Namespace) -> int:
-    from ragtune.generation.devmodel import build_devmodel, default_dev_corpus
+    from ragtune.generation.devdata import default_dev_corpus
+    from ragtune.generation.devmodel import build_devmodel
 
     out = Path(args.out or Path(args.data_dir) / "devmodel")
     if args.if_missing and (out / DEV_MODEL / "config.json").is_file():
@@ -78,7 +79,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     from ragtune.deployment import local_config
 
-    config = local_config(Path(args.data_dir), grpc_port=args.grpc_port, rerank_model=args.rerank_model)
+    config = local_config(
+        Path(args.data_dir), grpc_port=args.grpc_port, rerank_model=args.rerank_model
+    )
     print(yaml.safe_dump(config, sort_keys=False), end="")
     return 0
 
@@ -86,9 +89,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ragtune.deployment import load_config, local_config, start_local, stop_local
 
+    # A local single-user Ray: no token auth, no usage reporting (the machine may be offline).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     data_dir = Path(args.data_dir)
     config = (
-        load_config(Path(args.config)) if args.config
+        load_config(Path(args.config))
+        if args.config
         else local_config(data_dir, grpc_port=args.grpc_port, rerank_model=args.rerank_model)
     )
     port = config["grpc_options"]["port"]
@@ -98,8 +105,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     start = time.monotonic()
     try:
         start_local(config)
-        print(f"serving gRPC on localhost:{port} after {time.monotonic() - start:.0f}s "
-              f"(send metadata 'application: gateway')", flush=True)
+        print(
+            f"serving gRPC on localhost:{port} after {time.monotonic() - start:.0f}s "
+            f"(send metadata 'application: gateway')",
+            flush=True,
+        )
         if args.demo:
             args.target = f"localhost:{port}"
             _demo(args)
@@ -119,14 +129,20 @@ def _demo(args: argparse.Namespace) -> None:
     with _client(args) as client:
         docs = list(documents.from_path(DEMO_CORPUS))
         reply = client.ingest("demo", docs)
-        print(f"\ningested {reply.documents} demo documents as {reply.chunks} chunks "
-              f"into collection 'demo' (seq {reply.seq})\n")
+        print(
+            f"\ningested {reply.documents} demo documents as {reply.chunks} chunks "
+            f"into collection 'demo' (seq {reply.seq})\n"
+        )
         question = "How long is the warranty on the Atlas A2 robot arm?"
-        for path, extra in [("rag", {"collection": "demo"}),
-                            ("tuned", {"adapter": "json-answer"}),
-                            ("hybrid", {"adapter": "pirate", "collection": "demo"})]:
-            print(f"$ ragtune ask {question!r} --path {path} "
-                  + " ".join(f"--{k} {v}" for k, v in extra.items()))
+        for path, extra in [
+            ("rag", {"collection": "demo"}),
+            ("tuned", {"adapter": "json-answer"}),
+            ("hybrid", {"adapter": "pirate", "collection": "demo"}),
+        ]:
+            print(
+                f"$ ragtune ask {question!r} --path {path} "
+                + " ".join(f"--{k} {v}" for k, v in extra.items())
+            )
             _print_answer(client.answer(question, path=path, **extra))
             print()
 
@@ -139,25 +155,38 @@ def _path_name(path: int) -> str:
 
 def _print_answer(reply, *, with_answer: bool = True) -> None:
     route = reply.route
-    print(f"route: {_path_name(route.path)}"
-          + (f"  adapter={route.adapter}" if route.adapter else "")
-          + (f"  collection={route.collection}" if route.collection else "")
-          + f"  reasons={','.join(route.reasons)}")
+    print(
+        f"route: {_path_name(route.path)}"
+        + (f"  adapter={route.adapter}" if route.adapter else "")
+        + (f"  collection={route.collection}" if route.collection else "")
+        + f"  reasons={','.join(route.reasons)}"
+    )
     print(f"why:   {route.explanation}")
     if with_answer:
         print(f"answer: {reply.answer.strip()}")
     for c in reply.citations:
-        print(f"  [{c.marker}] {c.doc_id} ({c.chunk_id}, score {c.score:.3f}): "
-              f"{' '.join(c.snippet.split())[:100]}")
+        print(
+            f"  [{c.marker}] {c.doc_id} ({c.chunk_id}, score {c.score:.3f}): "
+            f"{' '.join(c.snippet.split())[:100]}"
+        )
     print("timings: " + ", ".join(f"{t.stage} {t.ms:.0f} ms" for t in reply.timings))
     u = reply.usage
-    print(f"tokens: embed {u.embedding_tokens}, rerank {u.rerank_tokens}, "
-          f"prompt {u.prompt_tokens}, completion {u.completion_tokens}")
+    print(
+        f"tokens: embed {u.embedding_tokens}, rerank {u.rerank_tokens}, "
+        f"prompt {u.prompt_tokens}, completion {u.completion_tokens}"
+    )
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    fields = {k: v for k, v in {"adapter": args.adapter, "collection": args.collection,
-                                "top_k": args.top_k}.items() if v}
+    fields = {
+        k: v
+        for k, v in {
+            "adapter": args.adapter,
+            "collection": args.collection,
+            "top_k": args.top_k,
+        }.items()
+        if v
+    }
     if args.max_tokens:
         fields["sampling"] = {"max_tokens": args.max_tokens}
     with _client(args) as client:
@@ -165,7 +194,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
             for event in client.answer_stream(args.question, path=args.path, **fields):
                 kind = event.WhichOneof("event")
                 if kind == "route":
-                    print(f"[route {_path_name(event.route.path)}: {event.route.explanation}]", flush=True)
+                    print(
+                        f"[route {_path_name(event.route.path)}: {event.route.explanation}]",
+                        flush=True,
+                    )
                 elif kind == "delta":
                     print(event.delta, end="", flush=True)
                 else:
@@ -194,15 +226,22 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from ragtune import documents
 
     if args.beir:
-        docs, total = documents.from_beir(Path(args.beir)), documents.count_lines(Path(args.beir) / "corpus.jsonl")
+        docs, total = (
+            documents.from_beir(Path(args.beir)),
+            documents.count_lines(Path(args.beir) / "corpus.jsonl"),
+        )
     elif args.paths:
-        docs = itertools.chain.from_iterable(documents.from_path(Path(p)) for p in args.paths)
-        total = None
+        paths = [Path(p) for p in args.paths]
+        docs = itertools.chain.from_iterable(documents.from_path(p) for p in paths)
+        total = sum(documents.count(p) for p in paths)
     else:
         print("ragtune ingest: give files/folders or --beir DIR", file=sys.stderr)
         return 2
     n_docs = n_chunks = seq = 0
-    with _client(args) as client, tqdm(total=total, unit="doc", desc=f"ingest → {args.collection}") as bar:
+    with (
+        _client(args) as client,
+        tqdm(total=total, unit="doc", desc=f"ingest → {args.collection}") as bar,
+    ):
         for batch in _batches(docs, args.batch):
             reply = client.ingest(args.collection, batch, create=True)
             n_docs, n_chunks, seq = n_docs + reply.documents, n_chunks + reply.chunks, reply.seq
@@ -220,14 +259,18 @@ def cmd_adapters(args: argparse.Namespace) -> int:
             print(f"unloaded {client.unload_adapter(args.name).adapter.name}")
         for a in client.list_adapters().adapters:
             state = "loaded" if a.loaded else "not loaded"
-            print(f"{a.name:16} {state:11} rank {a.rank:<3} {a.output_format or '-':8} {a.tone or '-':10} {a.description}")
+            print(
+                f"{a.name:16} {state:11} rank {a.rank:<3} {a.output_format or '-':8} {a.tone or '-':10} {a.description}"
+            )
     return 0
 
 
 def cmd_collections(args: argparse.Namespace) -> int:
     with _client(args) as client:
         for c in client.list_collections().collections:
-            print(f"{c.name:20} {c.document_count:6} docs {c.chunk_count:7} chunks  {c.dims} dims  {c.embedding_model}")
+            print(
+                f"{c.name:20} {c.document_count:6} docs {c.chunk_count:7} chunks  {c.dims} dims  {c.embedding_model}"
+            )
     return 0
 
 
@@ -236,33 +279,61 @@ def cmd_collections(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ragtune", description="Route LLM requests to RAG, a LoRA adapter, or both, on Ray Serve.")
-    parser.add_argument("--data-dir", default=str(DATA_DIR),
-                        help="local state: database, keys, dev model (default: $RAGTUNE_DATA or ./data)")
+        prog="ragtune",
+        description="Route LLM requests to RAG, a LoRA adapter, or both, on Ray Serve.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(DATA_DIR),
+        help="local state: database, keys, dev model (default: $RAGTUNE_DATA or ./data)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def client_opts(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--target", help=f"gateway address (default: $RAGTUNE_TARGET or localhost:{DEFAULT_GRPC_PORT})")
-        p.add_argument("--api-key", help="API key (default: $RAGTUNE_API_KEY or DATA_DIR/dev-api-key)")
+        p.add_argument(
+            "--target",
+            help=f"gateway address (default: $RAGTUNE_TARGET or localhost:{DEFAULT_GRPC_PORT})",
+        )
+        p.add_argument(
+            "--api-key", help="API key (default: $RAGTUNE_API_KEY or DATA_DIR/dev-api-key)"
+        )
         p.add_argument("--timeout", type=float, default=120, help="seconds per call (default 120)")
 
-    p = sub.add_parser("serve", help="start every service on a local Ray Serve and serve gRPC",
-                       description="Deploy a Serve multi-application config locally and keep serving.")
-    p.add_argument("--config", help="Serve config YAML (default: the built-in local CPU config; see `ragtune config`)")
-    p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port of the built-in config")
-    p.add_argument("--rerank-model", help="local CrossEncoder directory: deploy the rerank app and turn reranking on")
-    p.add_argument("--demo", action="store_true", help="ingest the demo corpus and print one answer per path")
+    p = sub.add_parser(
+        "serve",
+        help="start every service on a local Ray Serve and serve gRPC",
+        description="Deploy a Serve multi-application config locally and keep serving.",
+    )
+    p.add_argument(
+        "--config",
+        help="Serve config YAML (default: the built-in local CPU config; see `ragtune config`)",
+    )
+    p.add_argument(
+        "--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port of the built-in config"
+    )
+    p.add_argument(
+        "--rerank-model",
+        help="local CrossEncoder directory: deploy the rerank app and turn reranking on",
+    )
+    p.add_argument(
+        "--demo", action="store_true", help="ingest the demo corpus and print one answer per path"
+    )
     client_opts(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("config", help="print the built-in local Serve config (edit it, then serve --config)")
+    p = sub.add_parser(
+        "config", help="print the built-in local Serve config (edit it, then serve --config)"
+    )
     p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
     p.add_argument("--rerank-model")
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("devmodel", help="train the tiny dev model and its two demo LoRA adapters",
-                       description="Create a tiny Llama model, its tokenizer and the LoRA adapters "
-                       "'json-answer' and 'pirate' under DATA_DIR/devmodel. For mechanics, not quality.")
+    p = sub.add_parser(
+        "devmodel",
+        help="train the tiny dev model and its two demo LoRA adapters",
+        description="Create a tiny Llama model, its tokenizer and the LoRA adapters "
+        "'json-answer' and 'pirate' under DATA_DIR/devmodel. For mechanics, not quality.",
+    )
     p.add_argument("--out", help="output folder (default: DATA_DIR/devmodel)")
     p.add_argument("--corpus", default=str(DEMO_CORPUS), help="folder of Markdown to train on")
     p.add_argument("--seed", type=int, default=0)
@@ -274,11 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True)
     p.add_argument("--admin", action="store_true", help="may load and unload adapters")
     p.add_argument("--keys-file", help="default: DATA_DIR/keys.yaml")
-    p.add_argument("--dev", action="store_true",
-                   help="local development: reuse DATA_DIR/dev-api-key if present, else create an admin key and save it there")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="local development: reuse DATA_DIR/dev-api-key if present, else create an admin key and save it there",
+    )
     p.set_defaults(func=cmd_keys)
 
-    p = sub.add_parser("ingest", help="chunk, embed and store documents (files, folders, JSONL or BEIR)")
+    p = sub.add_parser(
+        "ingest", help="chunk, embed and store documents (files, folders, JSONL or BEIR)"
+    )
     p.add_argument("paths", nargs="*", help="Markdown/text files or folders, or .jsonl files")
     p.add_argument("--beir", help="BEIR folder (corpus.jsonl)")
     p.add_argument("--collection", required=True)

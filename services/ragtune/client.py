@@ -9,15 +9,20 @@ import grpc
 
 from ragtune.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generation_pb2
 
-PATHS = {"auto": common_pb2.PATH_AUTO, "rag": common_pb2.PATH_RAG,
-         "tuned": common_pb2.PATH_TUNED, "hybrid": common_pb2.PATH_HYBRID}
+PATHS = {
+    "auto": common_pb2.PATH_AUTO,
+    "rag": common_pb2.PATH_RAG,
+    "tuned": common_pb2.PATH_TUNED,
+    "hybrid": common_pb2.PATH_HYBRID,
+}
 
 
 class GatewayClient:
     """Calls the Gateway through Serve's gRPC proxy (which needs ``application: gateway``)."""
 
-    def __init__(self, target: str, api_key: str, *, application: str = "gateway",
-                 timeout_s: float = 120) -> None:
+    def __init__(
+        self, target: str, api_key: str, *, application: str = "gateway", timeout_s: float = 120
+    ) -> None:
         self.channel = grpc.insecure_channel(target)
         self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
         self.metadata = [("application", application)]
@@ -37,17 +42,28 @@ class GatewayClient:
     def _call(self, method: str, request: Any) -> Any:
         return getattr(self.stub, method)(request, metadata=self.metadata, timeout=self.timeout_s)
 
-    def answer(self, question: str, *, path: str = "auto", **fields: Any) -> gateway_pb2.AnswerResponse:
-        return self._call("Answer", gateway_pb2.AnswerRequest(question=question, path=PATHS[path], **fields))
+    def answer(
+        self, question: str, *, path: str = "auto", **fields: Any
+    ) -> gateway_pb2.AnswerResponse:
+        return self._call(
+            "Answer", gateway_pb2.AnswerRequest(question=question, path=PATHS[path], **fields)
+        )
 
-    def answer_stream(self, question: str, *, path: str = "auto", **fields: Any) -> Iterator[gateway_pb2.AnswerEvent]:
+    def answer_stream(
+        self, question: str, *, path: str = "auto", **fields: Any
+    ) -> Iterator[gateway_pb2.AnswerEvent]:
         request = gateway_pb2.AnswerRequest(question=question, path=PATHS[path], **fields)
         return self.stub.AnswerStream(request, metadata=self.metadata, timeout=self.timeout_s)
 
-    def ingest(self, collection: str, documents: list[gateway_pb2.Document], *,
-               create: bool = True) -> gateway_pb2.IngestResponse:
-        return self._call("Ingest", gateway_pb2.IngestRequest(
-            collection=collection, documents=documents, create_collection=create))
+    def ingest(
+        self, collection: str, documents: list[gateway_pb2.Document], *, create: bool = True
+    ) -> gateway_pb2.IngestResponse:
+        return self._call(
+            "Ingest",
+            gateway_pb2.IngestRequest(
+                collection=collection, documents=documents, create_collection=create
+            ),
+        )
 
     def list_collections(self):
         return self._call("ListCollections", gateway_pb2.GatewayListCollectionsRequest())
@@ -62,7 +78,9 @@ class GatewayClient:
         return self._call("ListAdapters", generation_pb2.ListAdaptersRequest())
 
     def load_adapter(self, name: str, source: str = ""):
-        return self._call("LoadAdapter", generation_pb2.LoadAdapterRequest(name=name, source=source))
+        return self._call(
+            "LoadAdapter", generation_pb2.LoadAdapterRequest(name=name, source=source)
+        )
 
     def unload_adapter(self, name: str):
         return self._call("UnloadAdapter", generation_pb2.UnloadAdapterRequest(name=name))

@@ -55,7 +55,9 @@ def local_config(
     model_dir = (model_dir or data_dir / "devmodel").resolve()
     apps = [
         _app("embedding", "Embedding", {}, 0.5),
-        _app("retrieval", "Retrieval", {"database_url": f"sqlite:///{data_dir / 'ragtune.db'}"}, 0.25),
+        _app(
+            "retrieval", "Retrieval", {"database_url": f"sqlite:///{data_dir / 'ragtune.db'}"}, 0.25
+        ),
         _app(
             "generation",
             "Generation",
@@ -132,7 +134,9 @@ def wait_running(names: list[str], *, timeout_s: float) -> None:
     while True:
         apps = serve.status().applications
         states = {n: apps[n].status if n in apps else "NOT_STARTED" for n in names}
-        failed = {n: apps[n].message for n in names if n in apps and apps[n].status == "DEPLOY_FAILED"}
+        failed = {
+            n: apps[n].message for n in names if n in apps and apps[n].status == "DEPLOY_FAILED"
+        }
         if failed:
             raise RuntimeError(f"applications failed to deploy: {failed}")
         if all(s == "RUNNING" for s in states.values()):

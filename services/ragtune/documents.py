@@ -70,3 +70,12 @@ def from_beir(folder: Path) -> Iterator[gateway_pb2.Document]:
 def count_lines(path: Path) -> int:
     with path.open("rb") as f:
         return sum(1 for line in f if line.strip())
+
+
+def count(path: Path) -> int:
+    """How many documents ``from_path(path)`` yields, cheaply (for progress bars)."""
+    if path.is_dir():
+        return sum(1 for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES)
+    if path.suffix == ".jsonl":
+        return count_lines(path)
+    return 1 if path.is_file() else 0

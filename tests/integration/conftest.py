@@ -35,10 +35,18 @@ class Platform:
 @pytest.fixture(scope="session")
 def platform(devmodel, cross_encoder_dir, tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
-    acme, globex = create_key(data / "keys.yaml", "acme", admin=True), create_key(data / "keys.yaml", "globex")
+    acme, globex = (
+        create_key(data / "keys.yaml", "acme", admin=True),
+        create_key(data / "keys.yaml", "globex"),
+    )
     port = free_port()
-    config = local_config(data, grpc_port=port, http_port=free_port(), rerank_model=str(cross_encoder_dir),
-                          model_dir=devmodel.base_dir.parent)
+    config = local_config(
+        data,
+        grpc_port=port,
+        http_port=free_port(),
+        rerank_model=str(cross_encoder_dir),
+        model_dir=devmodel.base_dir.parent,
+    )
     gateway = next(a for a in config["applications"] if a["name"] == "gateway")
     # The test cross-encoder is untrained: rerank exactly the passages retrieved, so the
     # wiring is exercised without letting random scores pull in unrelated chunks.

@@ -62,7 +62,9 @@ def test_rag_cites_chunks_containing_the_question_words(platform, demo, question
 def test_tuned_uses_the_adapter_and_never_calls_retrieval(platform, demo):
     before = retrieval_searches()
     with platform.client() as client:
-        reply = client.answer("How long is the Atlas A2 warranty?", path="tuned", adapter="json-answer")
+        reply = client.answer(
+            "How long is the Atlas A2 warranty?", path="tuned", adapter="json-answer"
+        )
     assert retrieval_searches() == before
     assert reply.route.path == common_pb2.PATH_TUNED and reply.route.adapter == "json-answer"
     assert not reply.citations
@@ -73,8 +75,9 @@ def test_tuned_uses_the_adapter_and_never_calls_retrieval(platform, demo):
 def test_hybrid_has_the_adapter_behaviour_and_citations(platform, demo):
     before = retrieval_searches()
     with platform.client() as client:
-        reply = client.answer("How long does the Kestrel battery last?", adapter="pirate",
-                              collection="demo")
+        reply = client.answer(
+            "How long does the Kestrel battery last?", adapter="pirate", collection="demo"
+        )
     assert retrieval_searches() == before + 1
     assert reply.route.path == common_pb2.PATH_HYBRID  # AUTO: adapter and collection named
     assert reply.route.reasons == ["adapter_and_collection_named"]
@@ -112,8 +115,11 @@ def test_stream_sends_the_route_before_the_first_token(platform, demo):
 )
 def test_bad_input_is_invalid_argument_naming_the_field(platform, request_fields, field):
     with platform.client() as client:
-        err = rpc_error(lambda: client.stub.Answer(gateway_pb2.AnswerRequest(**request_fields),
-                                                    metadata=client.metadata))
+        err = rpc_error(
+            lambda: client.stub.Answer(
+                gateway_pb2.AnswerRequest(**request_fields), metadata=client.metadata
+            )
+        )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details().startswith(f"{field}:")
     assert "Traceback" not in err.details()

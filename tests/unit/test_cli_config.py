@@ -56,8 +56,20 @@ def test_each_builder_validates_its_args():
 
 
 def test_client_commands_report_a_missing_server_without_a_traceback(tmp_path, capsys):
-    code = cli.main(["--data-dir", str(tmp_path), "ask", "hello", "--target", "127.0.0.1:1",
-                     "--api-key", "k", "--timeout", "2"])
+    code = cli.main(
+        [
+            "--data-dir",
+            str(tmp_path),
+            "ask",
+            "hello",
+            "--target",
+            "127.0.0.1:1",
+            "--api-key",
+            "k",
+            "--timeout",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith(("ragtune: UNAVAILABLE", "ragtune: DEADLINE_EXCEEDED"))

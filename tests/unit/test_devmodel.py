@@ -14,14 +14,16 @@ import pytest
 import torch
 
 from ragtune.generation.adapters import read_adapter_metadata, write_adapter_metadata
-from ragtune.generation.devmodel import (
-    DEV_BASE_NAME,
-    DevModel,
-    build_devmodel,
+from ragtune.generation.devdata import (
     corpus_sentences,
     default_dev_corpus,
     dev_messages,
     dev_question,
+)
+from ragtune.generation.devmodel import (
+    DEV_BASE_NAME,
+    DevModel,
+    build_devmodel,
 )
 from ragtune.generation.training import (
     IGNORE_INDEX,

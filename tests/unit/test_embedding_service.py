@@ -26,9 +26,18 @@ def test_embeds_normalised_vectors_with_token_counts(service):
 
 
 def test_related_texts_are_closer(service):
-    reply = run(service.Embed(pb.EmbedRequest(
-        texts=["How long is the drone battery life?", "The Kestrel battery lasts 47 minutes.",
-               "Our Lyon office opened in March."], input_type=pb.INPUT_TYPE_QUERY)))
+    reply = run(
+        service.Embed(
+            pb.EmbedRequest(
+                texts=[
+                    "How long is the drone battery life?",
+                    "The Kestrel battery lasts 47 minutes.",
+                    "Our Lyon office opened in March.",
+                ],
+                input_type=pb.INPUT_TYPE_QUERY,
+            )
+        )
+    )
     q, near, far = (np.array(v.values) for v in reply.vectors)
     assert q @ near > q @ far
 

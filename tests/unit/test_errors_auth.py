@@ -41,7 +41,9 @@ def test_keys_map_to_tenants_and_are_stored_hashed(tmp_path):
     assert not store.principal_for({"authorization": f"Bearer {key_b}"}).admin
 
 
-@pytest.mark.parametrize("metadata", [{}, {"authorization": "Bearer nope"}, {"authorization": "Basic abc"}])
+@pytest.mark.parametrize(
+    "metadata", [{}, {"authorization": "Bearer nope"}, {"authorization": "Basic abc"}]
+)
 def test_missing_or_unknown_keys_are_unauthenticated(tmp_path, metadata):
     keys_file = tmp_path / "keys.yaml"
     create_key(keys_file, "acme")

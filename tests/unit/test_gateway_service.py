@@ -41,8 +41,12 @@ def embedding():
 
 @pytest.fixture(scope="module")
 def generation(devmodel):
-    svc = GenerationService(GenerationConfig(model_path=str(devmodel.base_dir),
-                                             adapters_dir=str(devmodel.base_dir.parent / "adapters")))
+    svc = GenerationService(
+        GenerationConfig(
+            model_path=str(devmodel.base_dir),
+            adapters_dir=str(devmodel.base_dir.parent / "adapters"),
+        )
+    )
     svc.warm_up()
     return svc
 
@@ -51,23 +55,42 @@ def generation(devmodel):
 def gateway(tmp_path, embedding, generation):
     keys = tmp_path / "keys.yaml"
     key_acme, key_globex = create_key(keys, "acme", admin=True), create_key(keys, "globex")
-    retrieval = Recording(RetrievalService(RetrievalConfig(database_url=f"sqlite:///{tmp_path}/g.db")))
-    gw = GatewayService(GatewayConfig(keys_file=str(keys), top_k=3), embedding=LocalClient(embedding),
-                        retrieval=retrieval, generation=LocalClient(generation))
+    retrieval = Recording(
+        RetrievalService(RetrievalConfig(database_url=f"sqlite:///{tmp_path}/g.db"))
+    )
+    gw = GatewayService(
+        GatewayConfig(keys_file=str(keys), top_k=3),
+        embedding=LocalClient(embedding),
+        retrieval=retrieval,
+        generation=LocalClient(generation),
+    )
     gw.warm_up()
     gw.acme = CallContext({"authorization": f"Bearer {key_acme}"})
     gw.globex = CallContext({"authorization": f"Bearer {key_globex}"})
     gw.recorder = retrieval
     docs = [
-        gateway_pb2.Document(doc_id="kestrel", title="Kestrel drone",
-                             text="The Kestrel drone battery lasts 47 minutes on one charge."),
-        gateway_pb2.Document(doc_id="lyon", title="Lyon office",
-                             text="The Lyon office opened in March 2026 with forty engineers."),
-        gateway_pb2.Document(doc_id="atlas", title="Atlas A2",
-                             text="## Warranty\n\nThe Atlas A2 robot arm has a 36 month warranty."),
+        gateway_pb2.Document(
+            doc_id="kestrel",
+            title="Kestrel drone",
+            text="The Kestrel drone battery lasts 47 minutes on one charge.",
+        ),
+        gateway_pb2.Document(
+            doc_id="lyon",
+            title="Lyon office",
+            text="The Lyon office opened in March 2026 with forty engineers.",
+        ),
+        gateway_pb2.Document(
+            doc_id="atlas",
+            title="Atlas A2",
+            text="## Warranty\n\nThe Atlas A2 robot arm has a 36 month warranty.",
+        ),
     ]
-    reply = run(gw.Ingest(gateway_pb2.IngestRequest(collection="kb", documents=docs,
-                                                    create_collection=True), gw.acme))
+    reply = run(
+        gw.Ingest(
+            gateway_pb2.IngestRequest(collection="kb", documents=docs, create_collection=True),
+            gw.acme,
+        )
+    )
     assert (reply.documents, reply.chunks) == (3, 3) and reply.usage.embedding_tokens > 0
     return gw
 
@@ -105,8 +128,12 @@ def test_auto_rule_and_explicit_paths(gateway):
 
 def test_stream_starts_with_the_route(gateway):
     async def collect():
-        return [e async for e in gateway.AnswerStream(
-            gateway_pb2.AnswerRequest(question="Lyon office?", collection="kb"), gateway.acme)]
+        return [
+            e
+            async for e in gateway.AnswerStream(
+                gateway_pb2.AnswerRequest(question="Lyon office?", collection="kb"), gateway.acme
+            )
+        ]
 
     events = run(collect())
     assert events[0].WhichOneof("event") == "route"
@@ -117,8 +144,14 @@ def test_stream_starts_with_the_route(gateway):
 def test_ingest_is_idempotent_by_document_id(gateway):
     doc = gateway_pb2.Document(doc_id="lyon", text="The Lyon office moved to a new building.")
     for _ in range(2):
-        run(gateway.Ingest(gateway_pb2.IngestRequest(collection="kb", documents=[doc]), gateway.acme))
-    collections = run(gateway.ListCollections(gateway_pb2.GatewayListCollectionsRequest(), gateway.acme))
+        run(
+            gateway.Ingest(
+                gateway_pb2.IngestRequest(collection="kb", documents=[doc]), gateway.acme
+            )
+        )
+    collections = run(
+        gateway.ListCollections(gateway_pb2.GatewayListCollectionsRequest(), gateway.acme)
+    )
     assert collections.collections[0].document_count == 3
     reply = ask(gateway, question="Where is the Lyon office?", collection="kb")
     assert "new building" in next(c.snippet for c in reply.citations if c.doc_id == "lyon")
@@ -135,8 +168,14 @@ def test_long_documents_are_chunked_within_the_token_budget(gateway):
     sizes = [len(tokenizer.encode(c, add_special_tokens=False).ids) for c in chunks]
     assert len(chunks) >= 8 and max(sizes) <= gateway.config.chunking.max_tokens
     assert all(f"Robot {i}" in "".join(chunks) for i in range(4))
-    reply = run(gateway.Ingest(gateway_pb2.IngestRequest(
-        collection="kb", documents=[gateway_pb2.Document(doc_id="long", text=text)]), gateway.acme))
+    reply = run(
+        gateway.Ingest(
+            gateway_pb2.IngestRequest(
+                collection="kb", documents=[gateway_pb2.Document(doc_id="long", text=text)]
+            ),
+            gateway.acme,
+        )
+    )
     assert reply.chunks == len(chunks)
 
 
@@ -146,14 +185,22 @@ def test_auth_and_tenancy(gateway):
     with pytest.raises(NotFound):
         ask(gateway, gateway.globex, question="Kestrel?", collection="kb")
     with pytest.raises(PermissionDenied):
-        run(gateway.UnloadAdapter(generation_pb2.UnloadAdapterRequest(name="pirate"), gateway.globex))
+        run(
+            gateway.UnloadAdapter(
+                generation_pb2.UnloadAdapterRequest(name="pirate"), gateway.globex
+            )
+        )
 
 
 @pytest.mark.parametrize(
     ("fields", "field"),
-    [({"question": " "}, "question"), ({"question": "q", "top_k": 101}, "top_k"),
-     ({"question": "q", "path": 7}, "path"), ({"question": "q" * 4001}, "question"),
-     ({"question": "q", "collection": "no/slash"}, "collection")],
+    [
+        ({"question": " "}, "question"),
+        ({"question": "q", "top_k": 101}, "top_k"),
+        ({"question": "q", "path": 7}, "path"),
+        ({"question": "q" * 4001}, "question"),
+        ({"question": "q", "collection": "no/slash"}, "collection"),
+    ],
 )
 def test_bad_answer_requests(gateway, fields, field):
     with pytest.raises(InvalidArgument) as err:
@@ -162,12 +209,24 @@ def test_bad_answer_requests(gateway, fields, field):
 
 
 def test_bad_ingest_requests(gateway):
-    for docs, field in [([], "documents"),
-                        ([gateway_pb2.Document(doc_id="", text="t")], "documents[0].doc_id"),
-                        ([gateway_pb2.Document(doc_id="a", text="")], "documents[0].text")]:
+    for docs, field in [
+        ([], "documents"),
+        ([gateway_pb2.Document(doc_id="", text="t")], "documents[0].doc_id"),
+        ([gateway_pb2.Document(doc_id="a", text="")], "documents[0].text"),
+    ]:
         with pytest.raises(InvalidArgument) as err:
-            run(gateway.Ingest(gateway_pb2.IngestRequest(collection="kb", documents=docs), gateway.acme))
+            run(
+                gateway.Ingest(
+                    gateway_pb2.IngestRequest(collection="kb", documents=docs), gateway.acme
+                )
+            )
         assert err.value.field == field
     with pytest.raises(NotFound):
-        run(gateway.Ingest(gateway_pb2.IngestRequest(
-            collection="missing", documents=[gateway_pb2.Document(doc_id="a", text="t")]), gateway.acme))
+        run(
+            gateway.Ingest(
+                gateway_pb2.IngestRequest(
+                    collection="missing", documents=[gateway_pb2.Document(doc_id="a", text="t")]
+                ),
+                gateway.acme,
+            )
+        )

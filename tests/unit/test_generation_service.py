@@ -17,15 +17,22 @@ from tests.conftest import run
 
 @pytest.fixture(scope="module")
 def service(devmodel):
-    svc = GenerationService(GenerationConfig(model_path=str(devmodel.base_dir),
-                                             adapters_dir=str(devmodel.base_dir.parent / "adapters")))
+    svc = GenerationService(
+        GenerationConfig(
+            model_path=str(devmodel.base_dir),
+            adapters_dir=str(devmodel.base_dir.parent / "adapters"),
+        )
+    )
     svc.warm_up()
     return svc
 
 
 def generate(svc, text="Tell me about the Lyon office", **fields) -> pb.GenerateResponse:
-    return run(svc.Generate(pb.GenerateRequest(
-        messages=[pb.ChatMessage(role="user", content=text)], **fields)))
+    return run(
+        svc.Generate(
+            pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content=text)], **fields)
+        )
+    )
 
 
 def test_adapters_change_the_output_as_trained(service):
@@ -38,8 +45,10 @@ def test_adapters_change_the_output_as_trained(service):
 
 
 def test_stream_deltas_add_up_to_the_unary_answer(service):
-    request = pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content="Tell me about Kestrel")],
-                                 adapter="json-answer")
+    request = pb.GenerateRequest(
+        messages=[pb.ChatMessage(role="user", content="Tell me about Kestrel")],
+        adapter="json-answer",
+    )
 
     async def collect():
         return [m async for m in service.GenerateStream(request)]
@@ -58,8 +67,12 @@ def test_max_tokens_and_stop_strings_end_generation(service):
 
 def test_context_passages_reach_the_prompt(service):
     plain = generate(service)
-    grounded = generate(service, context=[pb.ContextPassage(marker=1, source="lyon.md",
-                                                            text="The Lyon office opened in March.")])
+    grounded = generate(
+        service,
+        context=[
+            pb.ContextPassage(marker=1, source="lyon.md", text="The Lyon office opened in March.")
+        ],
+    )
     assert grounded.prompt_tokens > plain.prompt_tokens + 10
 
 
@@ -93,7 +106,11 @@ def test_bad_requests(service):
         run(service.Generate(pb.GenerateRequest()))
     assert err.value.field == "messages"
     with pytest.raises(InvalidArgument) as err:
-        run(service.Generate(pb.GenerateRequest(messages=[pb.ChatMessage(role="robot", content="x")])))
+        run(
+            service.Generate(
+                pb.GenerateRequest(messages=[pb.ChatMessage(role="robot", content="x")])
+            )
+        )
     assert err.value.field == "messages[0].role"
     with pytest.raises(InvalidArgument) as err:
         generate(service, sampling=common_pb2.SamplingParams(max_tokens=100_000))

@@ -23,15 +23,23 @@ class WordOverlapScorer:
 
 def test_orders_passages_by_score_and_keeps_top_n():
     svc = RerankService(RerankConfig(model_path="unused"), scorer=WordOverlapScorer())
-    reply = run(svc.Rerank(pb.RerankRequest(
-        query="kestrel battery minutes",
-        passages=["lyon office", "kestrel battery lasts 47 minutes", "kestrel drone"], top_n=2)))
+    reply = run(
+        svc.Rerank(
+            pb.RerankRequest(
+                query="kestrel battery minutes",
+                passages=["lyon office", "kestrel battery lasts 47 minutes", "kestrel drone"],
+                top_n=2,
+            )
+        )
+    )
     assert [r.index for r in reply.results] == [1, 2]
     assert reply.results[0].score > reply.results[1].score
 
 
 def test_bad_input():
-    svc = RerankService(RerankConfig(model_path="unused", max_passages=2), scorer=WordOverlapScorer())
+    svc = RerankService(
+        RerankConfig(model_path="unused", max_passages=2), scorer=WordOverlapScorer()
+    )
     for request, field in [
         (pb.RerankRequest(query="", passages=["a"]), "query"),
         (pb.RerankRequest(query="q", passages=[]), "passages"),

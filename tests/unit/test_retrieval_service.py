@@ -16,8 +16,13 @@ def unit(seed: int) -> list[float]:
 
 
 def chunk(doc: str, n: int, seed: int, **meta: str) -> pb.Chunk:
-    return pb.Chunk(chunk_id=f"{doc}#{n}", doc_id=doc, text=f"text of {doc} part {n}",
-                    vector=unit(seed), metadata=meta)
+    return pb.Chunk(
+        chunk_id=f"{doc}#{n}",
+        doc_id=doc,
+        text=f"text of {doc} part {n}",
+        vector=unit(seed),
+        metadata=meta,
+    )
 
 
 @pytest.fixture
@@ -28,19 +33,32 @@ def url(tmp_path):
 @pytest.fixture
 def service(url):
     svc = RetrievalService(RetrievalConfig(database_url=url))
-    run(svc.CreateCollection(pb.CreateCollectionRequest(tenant="acme", name="docs", dims=DIMS,
-                                                        embedding_model="m")))
+    run(
+        svc.CreateCollection(
+            pb.CreateCollectionRequest(tenant="acme", name="docs", dims=DIMS, embedding_model="m")
+        )
+    )
     return svc
 
 
 def search(svc, vector, top_k=10, tenant="acme", **kw) -> pb.SearchResponse:
-    return run(svc.Search(pb.SearchRequest(tenant=tenant, collection="docs", query_vector=vector,
-                                           top_k=top_k, **kw)))
+    return run(
+        svc.Search(
+            pb.SearchRequest(
+                tenant=tenant, collection="docs", query_vector=vector, top_k=top_k, **kw
+            )
+        )
+    )
 
 
 def test_search_finds_the_nearest_chunk_first(service):
-    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
-                                        chunks=[chunk(f"d{i}", 0, i) for i in range(20)])))
+    run(
+        service.Upsert(
+            pb.UpsertRequest(
+                tenant="acme", collection="docs", chunks=[chunk(f"d{i}", 0, i) for i in range(20)]
+            )
+        )
+    )
     reply = search(service, unit(7), top_k=3)
     assert [h.chunk.chunk_id for h in reply.hits][0] == "d7#0"
     assert reply.hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -48,10 +66,18 @@ def test_search_finds_the_nearest_chunk_first(service):
 
 
 def test_upsert_replaces_a_document_instead_of_duplicating_it(service):
-    first = run(service.Upsert(pb.UpsertRequest(
-        tenant="acme", collection="docs", chunks=[chunk("d1", 0, 1), chunk("d1", 1, 2)])))
-    second = run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
-                                                 chunks=[chunk("d1", 0, 3)])))
+    first = run(
+        service.Upsert(
+            pb.UpsertRequest(
+                tenant="acme", collection="docs", chunks=[chunk("d1", 0, 1), chunk("d1", 1, 2)]
+            )
+        )
+    )
+    second = run(
+        service.Upsert(
+            pb.UpsertRequest(tenant="acme", collection="docs", chunks=[chunk("d1", 0, 3)])
+        )
+    )
     assert second.seq > first.seq and second.replaced_documents == 1
     hits = search(service, unit(1)).hits
     assert [h.chunk.chunk_id for h in hits] == ["d1#0"]
@@ -61,8 +87,13 @@ def test_upsert_replaces_a_document_instead_of_duplicating_it(service):
 
 
 def test_delete_removes_a_document(service):
-    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
-                                        chunks=[chunk("a", 0, 1), chunk("b", 0, 2)])))
+    run(
+        service.Upsert(
+            pb.UpsertRequest(
+                tenant="acme", collection="docs", chunks=[chunk("a", 0, 1), chunk("b", 0, 2)]
+            )
+        )
+    )
     reply = run(service.Delete(pb.DeleteRequest(tenant="acme", collection="docs", doc_ids=["a"])))
     assert reply.deleted == 1
     assert [h.chunk.doc_id for h in search(service, unit(1)).hits] == ["b"]
@@ -76,8 +107,13 @@ def test_metadata_filter_returns_only_matching_chunks(service):
 
 
 def test_index_is_rebuilt_from_the_database_on_start(service, url):
-    reply = run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
-                                                chunks=[chunk(f"d{i}", 0, i) for i in range(5)])))
+    reply = run(
+        service.Upsert(
+            pb.UpsertRequest(
+                tenant="acme", collection="docs", chunks=[chunk(f"d{i}", 0, i) for i in range(5)]
+            )
+        )
+    )
     restarted = RetrievalService(RetrievalConfig(database_url=url))
     assert restarted.applied_seq == reply.seq
     assert search(restarted, unit(3)).hits[0].chunk.doc_id == "d3"
@@ -85,21 +121,31 @@ def test_index_is_rebuilt_from_the_database_on_start(service, url):
 
 def test_min_seq_reads_writes_made_by_another_replica(service, url):
     other = RetrievalService(RetrievalConfig(database_url=url))
-    written = run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
-                                                  chunks=[chunk("new", 0, 9)])))
+    written = run(
+        service.Upsert(
+            pb.UpsertRequest(tenant="acme", collection="docs", chunks=[chunk("new", 0, 9)])
+        )
+    )
     reply = search(other, unit(9), min_seq=written.seq)
     assert reply.applied_seq >= written.seq and reply.hits[0].chunk.doc_id == "new"
 
 
 def test_tenants_cannot_see_each_others_collections(service):
-    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs", chunks=[chunk("a", 0, 1)])))
+    run(
+        service.Upsert(
+            pb.UpsertRequest(tenant="acme", collection="docs", chunks=[chunk("a", 0, 1)])
+        )
+    )
     with pytest.raises(NotFound) as err:
         search(service, unit(1), tenant="globex")
     assert "docs" in str(err.value) and "acme" not in str(err.value)
     assert not run(service.ListCollections(pb.ListCollectionsRequest(tenant="globex"))).collections
     # globex may create its own "docs"; it is a different collection
-    run(service.CreateCollection(pb.CreateCollectionRequest(tenant="globex", name="docs", dims=DIMS,
-                                                            embedding_model="m")))
+    run(
+        service.CreateCollection(
+            pb.CreateCollectionRequest(tenant="globex", name="docs", dims=DIMS, embedding_model="m")
+        )
+    )
     assert not search(service, unit(1), tenant="globex").hits
 
 
@@ -115,11 +161,21 @@ def test_bad_requests_are_refused(service):
         run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs", chunks=[bad])))
     assert err.value.field == "chunks[0].vector"
     with pytest.raises(AlreadyExists):
-        run(service.CreateCollection(pb.CreateCollectionRequest(
-            tenant="acme", name="docs", dims=16, embedding_model="m", exist_ok=True)))
+        run(
+            service.CreateCollection(
+                pb.CreateCollectionRequest(
+                    tenant="acme", name="docs", dims=16, embedding_model="m", exist_ok=True
+                )
+            )
+        )
     with pytest.raises(InvalidArgument):
-        run(service.CreateCollection(pb.CreateCollectionRequest(
-            tenant="acme", name="bad name!", dims=8, embedding_model="m")))
+        run(
+            service.CreateCollection(
+                pb.CreateCollectionRequest(
+                    tenant="acme", name="bad name!", dims=8, embedding_model="m"
+                )
+            )
+        )
 
 
 def test_a_failed_batch_writes_nothing(service):

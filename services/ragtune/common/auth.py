@@ -39,7 +39,9 @@ class KeyStore:
     @classmethod
     def load(cls, path: Path) -> KeyStore:
         if not path.exists():
-            raise FileNotFoundError(f"keys file {path} does not exist (create one: ragtune keys create)")
+            raise FileNotFoundError(
+                f"keys file {path} does not exist (create one: ragtune keys create)"
+            )
         data = yaml.safe_load(path.read_text()) or {}
         hashed = {}
         for i, entry in enumerate(data.get("keys", [])):

@@ -75,8 +75,10 @@ class Unavailable(RagtuneError):
 def unwrap(exc: BaseException) -> BaseException:
     """Return the user exception behind Ray's wrappers (a replica's error seen through a handle)."""
     seen = 0
-    while seen < 8 and getattr(exc, "cause", None) is not None and type(exc).__module__.startswith(
-        "ray"
+    while (
+        seen < 8
+        and getattr(exc, "cause", None) is not None
+        and type(exc).__module__.startswith("ray")
     ):
         exc = exc.cause  # type: ignore[assignment]
         seen += 1

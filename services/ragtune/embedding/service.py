@@ -48,7 +48,10 @@ class EmbeddingService:
         config, embedder = self._resolve(request.model)
         texts = list(request.texts)
         check_texts(
-            texts, "texts", max_count=self.config.max_batch_texts, max_chars=self.config.max_text_chars
+            texts,
+            "texts",
+            max_count=self.config.max_batch_texts,
+            max_chars=self.config.max_text_chars,
         )
         prefix = (
             config.query_prefix

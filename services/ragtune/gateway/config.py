@@ -32,7 +32,9 @@ class ChunkingConfig(BaseModel):
 
 class GatewayConfig(BaseModel):
     keys_file: str = Field(description="YAML file of hashed API keys (`ragtune keys create`).")
-    default_collection: str = Field(default="default", description="Used when a request names none.")
+    default_collection: str = Field(
+        default="default", description="Used when a request names none."
+    )
     top_k: int = Field(default=4, ge=1, le=100, description="Passages given to the model.")
     max_top_k: int = Field(default=100, ge=1)
     rerank: bool = Field(
@@ -41,7 +43,9 @@ class GatewayConfig(BaseModel):
         "locally: no pretrained cross-encoder is available offline, so the default deployment "
         "has no rerank application.",
     )
-    rerank_candidates: int = Field(default=20, ge=1, description="Candidates retrieved for reranking.")
+    rerank_candidates: int = Field(
+        default=20, ge=1, description="Candidates retrieved for reranking."
+    )
     max_question_chars: int = Field(default=4000, ge=1)
     max_documents_per_ingest: int = Field(default=1000, ge=1)
     max_document_chars: int = Field(default=2_000_000, ge=1)

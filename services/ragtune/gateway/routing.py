@@ -54,24 +54,44 @@ class RuleRouter:
             raise InvalidArgument(f"unknown path value {path}", field="path")
         if path == common_pb2.PATH_AUTO:
             if adapter and collection:
-                return Route(common_pb2.PATH_HYBRID, adapter, collection, ("adapter_and_collection_named",),
-                             f"Adapter {adapter!r} gives the behaviour and collection {collection!r} the facts.")
+                return Route(
+                    common_pb2.PATH_HYBRID,
+                    adapter,
+                    collection,
+                    ("adapter_and_collection_named",),
+                    f"Adapter {adapter!r} gives the behaviour and collection {collection!r} the facts.",
+                )
             if adapter:
-                return Route(common_pb2.PATH_TUNED, adapter, "", ("adapter_named",),
-                             f"Adapter {adapter!r} was named and no collection: no retrieval needed.")
+                return Route(
+                    common_pb2.PATH_TUNED,
+                    adapter,
+                    "",
+                    ("adapter_named",),
+                    f"Adapter {adapter!r} was named and no collection: no retrieval needed.",
+                )
             collection = collection or self.default_collection
-            return Route(common_pb2.PATH_RAG, "", collection, ("default_rag",),
-                         f"No adapter named: answer from collection {collection!r} with citations.")
+            return Route(
+                common_pb2.PATH_RAG,
+                "",
+                collection,
+                ("default_rag",),
+                f"No adapter named: answer from collection {collection!r} with citations.",
+            )
         name = common_pb2.Path.Name(path).removeprefix("PATH_")
         if path in (common_pb2.PATH_TUNED, common_pb2.PATH_HYBRID) and not adapter:
             raise InvalidArgument(f"{name} needs an adapter", field="adapter")
         if path == common_pb2.PATH_RAG and adapter:
-            raise InvalidArgument("RAG uses the base model; ask for HYBRID to combine an adapter "
-                                  "with retrieval", field="adapter")
+            raise InvalidArgument(
+                "RAG uses the base model; ask for HYBRID to combine an adapter with retrieval",
+                field="adapter",
+            )
         if path == common_pb2.PATH_TUNED and collection:
-            raise InvalidArgument("TUNED does not retrieve; ask for HYBRID to search a collection",
-                                  field="collection")
+            raise InvalidArgument(
+                "TUNED does not retrieve; ask for HYBRID to search a collection", field="collection"
+            )
         if path == common_pb2.PATH_TUNED:
             return Route(path, adapter, "", ("explicit_path",), f"The request asked for {name}.")
         collection = collection or self.default_collection
-        return Route(path, adapter, collection, ("explicit_path",), f"The request asked for {name}.")
+        return Route(
+            path, adapter, collection, ("explicit_path",), f"The request asked for {name}."
+        )

@@ -38,7 +38,9 @@ class Timings:
         try:
             yield
         finally:
-            self.stages.append(common_pb2.StageTiming(stage=name, ms=(time.perf_counter() - start) * 1000))
+            self.stages.append(
+                common_pb2.StageTiming(stage=name, ms=(time.perf_counter() - start) * 1000)
+            )
 
     def done(self) -> list[common_pb2.StageTiming]:
         total = common_pb2.StageTiming(stage="total", ms=(time.perf_counter() - self.start) * 1000)
@@ -93,31 +95,50 @@ class GatewayService:
         return check_range(top_k, "top_k", 1, self.config.max_top_k)
 
     async def _retrieve(
-        self, question: str, route: Route, tenant: str, top_k: int,
-        filter: dict[str, str], timings: Timings, usage: common_pb2.Usage,
+        self,
+        question: str,
+        route: Route,
+        tenant: str,
+        top_k: int,
+        filter: dict[str, str],
+        timings: Timings,
+        usage: common_pb2.Usage,
     ) -> list[tuple[common_pb2.Citation, str]]:
         """Citations for the passages given to the model, each with the passage's full text."""
         with timings.stage("embed"):
             query = await self._embed([question], embedding_pb2.INPUT_TYPE_QUERY)
         usage.embedding_tokens = sum(query.token_counts)
         with timings.stage("retrieve"):
-            found = await self.retrieval.call("Search", retrieval_pb2.SearchRequest(
-                tenant=tenant, collection=route.collection, query_vector=query.vectors[0].values,
-                top_k=max(top_k, self.config.rerank_candidates) if self.rerank else top_k,
-                filter=filter,
-            ))
+            found = await self.retrieval.call(
+                "Search",
+                retrieval_pb2.SearchRequest(
+                    tenant=tenant,
+                    collection=route.collection,
+                    query_vector=query.vectors[0].values,
+                    top_k=max(top_k, self.config.rerank_candidates) if self.rerank else top_k,
+                    filter=filter,
+                ),
+            )
         hits = [(h.chunk, h.score) for h in found.hits]
         if self.rerank is not None and hits:
             with timings.stage("rerank"):
-                ranked = await self.rerank.call("Rerank", rerank_pb2.RerankRequest(
-                    query=question, passages=[c.text for c, _ in hits], top_n=top_k))
+                ranked = await self.rerank.call(
+                    "Rerank",
+                    rerank_pb2.RerankRequest(
+                        query=question, passages=[c.text for c, _ in hits], top_n=top_k
+                    ),
+                )
             usage.rerank_tokens = ranked.tokens
             hits = [(hits[r.index][0], r.score) for r in ranked.results]
         return [
             (
                 common_pb2.Citation(
-                    marker=i, doc_id=chunk.doc_id, chunk_id=chunk.chunk_id, score=score,
-                    snippet=chunk.text[: self.config.snippet_chars], metadata=chunk.metadata,
+                    marker=i,
+                    doc_id=chunk.doc_id,
+                    chunk_id=chunk.chunk_id,
+                    score=score,
+                    snippet=chunk.text[: self.config.snippet_chars],
+                    metadata=chunk.metadata,
                 ),
                 chunk.text,
             )
@@ -163,10 +184,15 @@ class GatewayService:
                     finish = piece.finish_reason
                     usage.prompt_tokens = piece.prompt_tokens
                     usage.completion_tokens = piece.completion_tokens
-        yield gateway_pb2.AnswerEvent(done=gateway_pb2.AnswerResponse(
-            route=route.to_pb(), citations=citations, usage=usage, timings=timings.done(),
-            finish_reason=finish,
-        ))
+        yield gateway_pb2.AnswerEvent(
+            done=gateway_pb2.AnswerResponse(
+                route=route.to_pb(),
+                citations=citations,
+                usage=usage,
+                timings=timings.done(),
+                finish_reason=finish,
+            )
+        )
 
     # -- RPCs ------------------------------------------------------------------------------------
 
@@ -200,12 +226,15 @@ class GatewayService:
         if len(docs) > self.config.max_documents_per_ingest:
             raise InvalidArgument(
                 f"has {len(docs)} documents; the limit per call is "
-                f"{self.config.max_documents_per_ingest}", field="documents")
+                f"{self.config.max_documents_per_ingest}",
+                field="documents",
+            )
         seen: set[str] = set()
         for i, doc in enumerate(docs):
             if not doc.doc_id or doc.doc_id in seen:
-                raise InvalidArgument("must be non-empty and unique in the request",
-                                      field=f"documents[{i}].doc_id")
+                raise InvalidArgument(
+                    "must be non-empty and unique in the request", field=f"documents[{i}].doc_id"
+                )
             seen.add(doc.doc_id)
             check_text(doc.text, f"documents[{i}].text", max_chars=self.config.max_document_chars)
         if request.create_collection:
@@ -218,47 +247,64 @@ class GatewayService:
                 meta = dict(doc.metadata)
                 if doc.title:
                     meta.setdefault("title", doc.title)
-                chunks.append(retrieval_pb2.Chunk(
-                    chunk_id=f"{doc.doc_id}#{n}", doc_id=doc.doc_id, text=piece, metadata=meta))
+                chunks.append(
+                    retrieval_pb2.Chunk(
+                        chunk_id=f"{doc.doc_id}#{n}", doc_id=doc.doc_id, text=piece, metadata=meta
+                    )
+                )
         usage = common_pb2.Usage()
         batch = self.config.embed_batch_size
         for start in range(0, len(chunks), batch):
-            part = chunks[start:start + batch]
+            part = chunks[start : start + batch]
             reply = await self._embed([c.text for c in part], embedding_pb2.INPUT_TYPE_PASSAGE)
             usage.embedding_tokens += sum(reply.token_counts)
             for chunk, vector in zip(part, reply.vectors, strict=True):
                 chunk.vector.extend(vector.values)
-        written = await self.retrieval.call("Upsert", retrieval_pb2.UpsertRequest(
-            tenant=tenant, collection=collection, chunks=chunks))
+        written = await self.retrieval.call(
+            "Upsert",
+            retrieval_pb2.UpsertRequest(tenant=tenant, collection=collection, chunks=chunks),
+        )
         return gateway_pb2.IngestResponse(
-            documents=len(docs), chunks=len(chunks), seq=written.seq, usage=usage)
+            documents=len(docs), chunks=len(chunks), seq=written.seq, usage=usage
+        )
 
     async def _create_collection(
         self, tenant: str, name: str, *, exist_ok: bool
     ) -> retrieval_pb2.CreateCollectionResponse:
         model, dims = await self._embedder_info()
-        return await self.retrieval.call("CreateCollection", retrieval_pb2.CreateCollectionRequest(
-            tenant=tenant, name=name, dims=dims, embedding_model=model, exist_ok=exist_ok))
+        return await self.retrieval.call(
+            "CreateCollection",
+            retrieval_pb2.CreateCollectionRequest(
+                tenant=tenant, name=name, dims=dims, embedding_model=model, exist_ok=exist_ok
+            ),
+        )
 
     async def CreateCollection(
         self, request: gateway_pb2.GatewayCollectionRequest, context: CallContext | None = None
     ) -> retrieval_pb2.CreateCollectionResponse:
         tenant = self._principal(context).tenant
-        return await self._create_collection(tenant, check_name(request.name, "name"), exist_ok=False)
+        return await self._create_collection(
+            tenant, check_name(request.name, "name"), exist_ok=False
+        )
 
     async def DeleteCollection(
         self, request: gateway_pb2.GatewayCollectionRequest, context: CallContext | None = None
     ) -> retrieval_pb2.DeleteCollectionResponse:
         tenant = self._principal(context).tenant
-        return await self.retrieval.call("DeleteCollection", retrieval_pb2.DeleteCollectionRequest(
-            tenant=tenant, name=check_name(request.name, "name")))
+        return await self.retrieval.call(
+            "DeleteCollection",
+            retrieval_pb2.DeleteCollectionRequest(
+                tenant=tenant, name=check_name(request.name, "name")
+            ),
+        )
 
     async def ListCollections(
         self, request: gateway_pb2.GatewayListCollectionsRequest, context: CallContext | None = None
     ) -> retrieval_pb2.ListCollectionsResponse:
         tenant = self._principal(context).tenant
         return await self.retrieval.call(
-            "ListCollections", retrieval_pb2.ListCollectionsRequest(tenant=tenant))
+            "ListCollections", retrieval_pb2.ListCollectionsRequest(tenant=tenant)
+        )
 
     async def ListAdapters(
         self, request: generation_pb2.ListAdaptersRequest, context: CallContext | None = None

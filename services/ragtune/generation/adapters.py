@@ -32,7 +32,6 @@ REQUIRED_METADATA_FIELDS = (
 )
 
 
-
 def validate_adapter_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """Check the fields the router relies on, so a bad file fails at write time, not at routing."""
     missing = [key for key in REQUIRED_METADATA_FIELDS if key not in metadata]
@@ -107,7 +106,9 @@ def inspect_adapter(name: str, source: str, *, base_model: str, max_rank: int) -
     if not config_file.is_file():
         raise FailedPrecondition(f"adapter {name!r}: {config_file.name} missing in {source}")
     if not any((path / w).is_file() for w in WEIGHT_FILES):
-        raise FailedPrecondition(f"adapter {name!r}: no weights ({' or '.join(WEIGHT_FILES)}) in {source}")
+        raise FailedPrecondition(
+            f"adapter {name!r}: no weights ({' or '.join(WEIGHT_FILES)}) in {source}"
+        )
     peft_config = json.loads(config_file.read_text())
     try:
         meta = read_adapter_metadata(path)

@@ -48,13 +48,17 @@ class GenerationService:
 
     # -- request checking ------------------------------------------------------------------------
 
-    def _prepare(self, request: pb.GenerateRequest) -> tuple[list[dict[str, str]], Sampling, str | None]:
+    def _prepare(
+        self, request: pb.GenerateRequest
+    ) -> tuple[list[dict[str, str]], Sampling, str | None]:
         if not request.messages:
             raise InvalidArgument("must contain at least one message", field="messages")
         chars = 0
         for i, m in enumerate(request.messages):
             if m.role not in ROLES:
-                raise InvalidArgument(f"must be one of {sorted(ROLES)}", field=f"messages[{i}].role")
+                raise InvalidArgument(
+                    f"must be one of {sorted(ROLES)}", field=f"messages[{i}].role"
+                )
             chars += len(m.content)
         chars += sum(len(c.text) for c in request.context)
         if chars > self.config.max_prompt_chars:
@@ -74,12 +78,16 @@ class GenerationService:
         if adapter and adapter not in self.engine.loaded_adapters():
             raise NotFound(f"adapter {adapter!r} not found or not loaded")
         passages = [Passage(c.marker, c.source, c.text) for c in request.context]
-        messages = build_messages([{"role": m.role, "content": m.content} for m in request.messages], passages)
+        messages = build_messages(
+            [{"role": m.role, "content": m.content} for m in request.messages], passages
+        )
         return messages, sampling, adapter
 
     # -- RPCs ------------------------------------------------------------------------------------
 
-    async def GenerateStream(self, request: pb.GenerateRequest) -> AsyncIterator[pb.GenerateStreamResponse]:
+    async def GenerateStream(
+        self, request: pb.GenerateRequest
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
         messages, sampling, adapter = self._prepare(request)
         async for chunk in self.engine.stream(messages, sampling, adapter):
             yield pb.GenerateStreamResponse(
@@ -120,7 +128,9 @@ class GenerationService:
 
     async def ListAdapters(self, request: pb.ListAdaptersRequest) -> pb.ListAdaptersResponse:
         self.registry.scan()
-        return pb.ListAdaptersResponse(adapters=[self._adapter_pb(n) for n in sorted(self.registry.known)])
+        return pb.ListAdaptersResponse(
+            adapters=[self._adapter_pb(n) for n in sorted(self.registry.known)]
+        )
 
     async def LoadAdapter(self, request: pb.LoadAdapterRequest) -> pb.LoadAdapterResponse:
         check_name(request.name, "name")

@@ -17,7 +17,9 @@ class RerankService:
     def __init__(self, config: RerankConfig, scorer: Scorer | None = None) -> None:
         self.config = config
         self.scorer = scorer or CrossEncoderScorer(
-            config.model_path, name=config.model_name, device=config.device,
+            config.model_path,
+            name=config.model_name,
+            device=config.device,
             batch_size=config.batch_size,
         )
         self._lock = asyncio.Lock()
@@ -27,11 +29,17 @@ class RerankService:
 
     async def Rerank(self, request: pb.RerankRequest) -> pb.RerankResponse:
         if request.model and request.model != self.scorer.name:
-            raise NotFound(f"unknown rerank model {request.model!r}; this replica serves {self.scorer.name!r}")
+            raise NotFound(
+                f"unknown rerank model {request.model!r}; this replica serves {self.scorer.name!r}"
+            )
         check_text(request.query, "query", max_chars=self.config.max_text_chars)
         passages = list(request.passages)
-        check_texts(passages, "passages", max_count=self.config.max_passages,
-                    max_chars=self.config.max_text_chars)
+        check_texts(
+            passages,
+            "passages",
+            max_count=self.config.max_passages,
+            max_chars=self.config.max_text_chars,
+        )
         if request.top_n < 0:
             raise InvalidArgument("must be >= 0", field="top_n")
         async with self._lock:

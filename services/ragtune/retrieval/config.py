@@ -18,5 +18,7 @@ class RetrievalConfig(BaseModel):
     @classmethod
     def _supported(cls, url: str) -> str:
         if not url.startswith("sqlite"):
-            raise ValueError("only sqlite URLs are supported so far (PostgreSQL comes with issue 3)")
+            raise ValueError(
+                "only sqlite URLs are supported so far (PostgreSQL comes with issue 3)"
+            )
         return url

@@ -61,9 +61,13 @@ class CollectionIndex:
             ]
             if not allowed:
                 return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+            params = faiss.SearchParameters(
+                sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+            )
         k = min(top_k, len(self._chunks))
         scores, ids = self._index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
         return [
-            Hit(self._chunks[int(i)], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0
+            Hit(self._chunks[int(i)], float(s))
+            for s, i in zip(scores[0], ids[0], strict=True)
+            if i >= 0
         ]

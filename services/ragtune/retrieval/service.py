@@ -85,7 +85,9 @@ class RetrievalService:
 
     # -- RPCs ----------------------------------------------------------------------------------
 
-    async def CreateCollection(self, request: pb.CreateCollectionRequest) -> pb.CreateCollectionResponse:
+    async def CreateCollection(
+        self, request: pb.CreateCollectionRequest
+    ) -> pb.CreateCollectionResponse:
         self.calls["CreateCollection"] += 1
         check_name(request.tenant, "tenant")
         check_name(request.name, "name")
@@ -94,19 +96,26 @@ class RetrievalService:
             raise InvalidArgument("must name the embedding model", field="embedding_model")
         row, _ = await self._write(
             lambda: self.store.create_collection(
-                request.tenant, request.name, request.dims, request.embedding_model,
+                request.tenant,
+                request.name,
+                request.dims,
+                request.embedding_model,
                 exist_ok=request.exist_ok,
             )
         )
         return pb.CreateCollectionResponse(collection=self._to_pb(row))
 
-    async def DeleteCollection(self, request: pb.DeleteCollectionRequest) -> pb.DeleteCollectionResponse:
+    async def DeleteCollection(
+        self, request: pb.DeleteCollectionRequest
+    ) -> pb.DeleteCollectionResponse:
         self.calls["DeleteCollection"] += 1
         row = self._collection(request.tenant, request.name)
         seq = await self._write(self.store.drop_collection, row)
         return pb.DeleteCollectionResponse(seq=seq)
 
-    async def ListCollections(self, request: pb.ListCollectionsRequest) -> pb.ListCollectionsResponse:
+    async def ListCollections(
+        self, request: pb.ListCollectionsRequest
+    ) -> pb.ListCollectionsResponse:
         self.calls["ListCollections"] += 1
         check_name(request.tenant, "tenant")
         rows = self.store.list_collections(request.tenant)

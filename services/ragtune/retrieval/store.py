@@ -34,7 +34,10 @@ chunks = sa.Table(
     metadata_obj,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # the FAISS id
     sa.Column(
-        "collection_id", sa.Integer, sa.ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+        "collection_id",
+        sa.Integer,
+        sa.ForeignKey("collections.id", ondelete="CASCADE"),
+        nullable=False,
     ),
     sa.Column("doc_id", sa.String(512), nullable=False),
     sa.Column("chunk_id", sa.String(600), nullable=False),
@@ -211,7 +214,9 @@ class Store:
             seq = self._log(conn, collection.id, "upsert", doc_ids)
         return seq, int(replaced)
 
-    def delete_documents(self, collection: CollectionRow, doc_ids: Sequence[str]) -> tuple[int, int]:
+    def delete_documents(
+        self, collection: CollectionRow, doc_ids: Sequence[str]
+    ) -> tuple[int, int]:
         with self.engine.begin() as conn:
             deleted = conn.execute(
                 chunks.delete().where(
@@ -221,7 +226,9 @@ class Store:
             seq = self._log(conn, collection.id, "delete", sorted(set(doc_ids)))
         return seq, int(deleted)
 
-    def load_chunks(self, collection_id: int, doc_ids: Iterable[str] | None = None) -> list[ChunkRow]:
+    def load_chunks(
+        self, collection_id: int, doc_ids: Iterable[str] | None = None
+    ) -> list[ChunkRow]:
         query = sa.select(chunks).where(chunks.c.collection_id == collection_id)
         if doc_ids is not None:
             query = query.where(chunks.c.doc_id.in_(list(doc_ids)))
@@ -259,7 +266,11 @@ class Store:
 
     def last_seq(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one())
+            return int(
+                conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))
+                ).scalar_one()
+            )
 
     def collection_by_id(self, collection_id: int) -> CollectionRow | None:
         with self.engine.connect() as conn:

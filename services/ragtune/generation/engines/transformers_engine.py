@@ -36,7 +36,9 @@ class _QueueStreamer:
 
 
 class TransformersEngine(Engine):
-    def __init__(self, model_path: str, *, model_name: str, device: str = "cpu", dtype: str = "float32"):
+    def __init__(
+        self, model_path: str, *, model_name: str, device: str = "cpu", dtype: str = "float32"
+    ):
         self.model_path = model_path
         self.model_name = model_name
         self.device = device
@@ -102,7 +104,9 @@ class TransformersEngine(Engine):
     def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         self.warm_up()
         if self.tokenizer.chat_template:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True
+            )
             return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         return self.tokenizer(text)["input_ids"]
@@ -110,8 +114,14 @@ class TransformersEngine(Engine):
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
         return len(self._prompt_ids(messages))
 
-    def _generate(self, ids: list[int], sampling: Sampling, adapter: str | None,
-                  streamer: _QueueStreamer, cancel: threading.Event) -> None:
+    def _generate(
+        self,
+        ids: list[int],
+        sampling: Sampling,
+        adapter: str | None,
+        streamer: _QueueStreamer,
+        cancel: threading.Event,
+    ) -> None:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -141,7 +151,9 @@ class TransformersEngine(Engine):
                     kwargs["adapter_names"] = [adapter or BASE]
                 elif adapter:
                     raise NotFound(f"adapter {adapter!r} was unloaded")
-                model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+                model.generate(
+                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
+                )
         finally:
             streamer.end()
 
@@ -167,14 +179,16 @@ class TransformersEngine(Engine):
                         finish = "stop"
                     out.extend(new)
                     full = self.tokenizer.decode(out, skip_special_tokens=True)
-                    stop_at = min((i for s in sampling.stop if (i := full.find(s)) >= 0), default=-1)
+                    stop_at = min(
+                        (i for s in sampling.stop if (i := full.find(s)) >= 0), default=-1
+                    )
                     if stop_at >= 0:
                         full, finish = full[:stop_at], "stop"
                         cancel.set()
                     if full.endswith("\ufffd") and finish == "length":
                         continue  # half of a multi-byte character: wait for the rest
                     if len(full) > len(text):
-                        yield Chunk(delta=full[len(text):])
+                        yield Chunk(delta=full[len(text) :])
                         text = full
                     if finish == "stop":
                         cancel.set()
@@ -183,4 +197,6 @@ class TransformersEngine(Engine):
             finally:
                 cancel.set()  # client went away or we stopped early: end generate() promptly
                 await asyncio.shield(worker)
-            yield Chunk(delta="", finish_reason=finish, prompt_tokens=len(ids), completion_tokens=len(out))
+            yield Chunk(
+                delta="", finish_reason=finish, prompt_tokens=len(ids), completion_tokens=len(out)
+            )

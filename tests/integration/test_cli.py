@@ -1,0 +1,106 @@
+"""The ragtune command against the running platform, as a user in a second shell would use it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragtune import cli
+from tests.conftest import DEMO_CORPUS
+
+pytestmark = pytest.mark.integration
+
+
+def ragtune(platform, *args: str, key: str | None = None) -> list[str]:
+    base = ["--target", platform.target, "--api-key", key or platform.acme_key]
+    return [*args, *base]
+
+
+def test_ingest_a_folder_then_ask_on_every_path(platform, capsys, tmp_path):
+    assert (
+        cli.main(
+            ragtune(platform, "ingest", str(DEMO_CORPUS), "--collection", "cli-kb", "--batch", "10")
+        )
+        == 0
+    )
+    out = capsys.readouterr()
+    assert "ingested 24 documents" in out.out and "cli-kb" in out.out
+    assert "24/24" in out.err  # the progress bar reached the end
+
+    assert (
+        cli.main(
+            ragtune(
+                platform,
+                "ask",
+                "When did the Lyon office open?",
+                "--collection",
+                "cli-kb",
+                "--json",
+            )
+        )
+        == 0
+    )
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["route"]["path"] == "PATH_RAG" and reply["citations"]
+
+    assert (
+        cli.main(
+            ragtune(
+                platform, "ask", "Kestrel battery?", "--path", "tuned", "--adapter", "json-answer"
+            )
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "route: TUNED" in out and 'answer: {"answer": "' in out and "[1]" not in out
+
+    assert (
+        cli.main(
+            ragtune(
+                platform,
+                "ask",
+                "Kestrel battery?",
+                "--adapter",
+                "pirate",
+                "--collection",
+                "cli-kb",
+                "--stream",
+            )
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("[route HYBRID") and "Ahoy!" in out and "[1]" in out
+
+
+def test_ingest_reads_jsonl_and_reports_errors_plainly(platform, capsys, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "\n".join(
+            json.dumps(
+                {"_id": f"d{i}", "title": f"Doc {i}", "text": f"Fact number {i} about robots."}
+            )
+            for i in range(3)
+        )
+    )
+    assert (
+        cli.main(ragtune(platform, "ingest", "--beir", str(tmp_path), "--collection", "beir")) == 0
+    )
+    assert "ingested 3 documents" in capsys.readouterr().out
+    assert cli.main(ragtune(platform, "ask", "q", "--collection", "missing")) == 1
+    assert capsys.readouterr().err == "ragtune: NOT_FOUND: collection 'missing' not found\n"
+    assert cli.main(ragtune(platform, "ask", "q", key="wrong")) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+
+
+def test_adapters_command_lists_what_each_adapter_is_for(platform, capsys):
+    assert cli.main(ragtune(platform, "adapters", "list")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(
+        line.startswith("json-answer") and "loaded" in line and "json" in line for line in lines
+    )
+    assert any(
+        line.startswith("pirate") and "pirate" in line.split()[-1] or "Ahoy" in line
+        for line in lines
+    )
