@@ -22,7 +22,7 @@ def from_path(path: Path) -> Iterator[gateway_pb2.Document]:
     """A text/Markdown file is one document (id = its path relative to the folder given);
     a ``.jsonl`` file holds one ``{"_id"|"doc_id", "title", "text", "metadata"}`` per line."""
     if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES):
+        for file in _text_files(path):
             yield _text_document(file, str(file.relative_to(path)))
     elif path.suffix == ".jsonl":
         yield from from_jsonl(path)
@@ -30,6 +30,10 @@ def from_path(path: Path) -> Iterator[gateway_pb2.Document]:
         yield _text_document(path, path.name)
     else:
         raise FileNotFoundError(f"no such file or folder: {path}")
+
+
+def _text_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES)
 
 
 def _text_document(file: Path, doc_id: str) -> gateway_pb2.Document:
@@ -75,7 +79,7 @@ def count_lines(path: Path) -> int:
 def count(path: Path) -> int:
     """How many documents ``from_path(path)`` yields, cheaply (for progress bars)."""
     if path.is_dir():
-        return sum(1 for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES)
+        return len(_text_files(path))
     if path.suffix == ".jsonl":
         return count_lines(path)
     return 1 if path.is_file() else 0

@@ -100,7 +100,4 @@ def test_adapters_command_lists_what_each_adapter_is_for(platform, capsys):
     assert any(
         line.startswith("json-answer") and "loaded" in line and "json" in line for line in lines
     )
-    assert any(
-        line.startswith("pirate") and "pirate" in line.split()[-1] or "Ahoy" in line
-        for line in lines
-    )
+    assert any(line.startswith("pirate") and "Ahoy" in line for line in lines)
