@@ -104,10 +104,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"starting Ray Serve ({len(config['applications'])} applications)...", flush=True)
     start = time.monotonic()
     try:
-        start_local(config)
+        start_local(config, metrics_port=args.metrics_port)
         print(
             f"serving gRPC on localhost:{port} after {time.monotonic() - start:.0f}s "
-            f"(send metadata 'application: gateway')",
+            f"(send metadata 'application: gateway'); Prometheus metrics on "
+            f"http://localhost:{args.metrics_port}/metrics",
             flush=True,
         )
         if args.demo:
@@ -317,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--demo", action="store_true", help="ingest the demo corpus and print one answer per path"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        help="where Ray serves Prometheus metrics of every service, at /metrics (default 8080)",
     )
     client_opts(p)
     p.set_defaults(func=cmd_serve)

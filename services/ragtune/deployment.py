@@ -99,10 +99,15 @@ def start_local(
     *,
     num_cpus: int | None = None,
     temp_dir: str | None = None,
+    metrics_port: int | None = None,
     timeout_s: float = 600,
 ) -> None:
     """Start Ray and Serve in this process tree and deploy ``config``; returns when every
-    application is RUNNING, raises RuntimeError with Serve's message if one fails."""
+    application is RUNNING, raises RuntimeError with Serve's message if one fails.
+
+    ``metrics_port``: where Ray serves Prometheus metrics (Ray's and ragtune's, prefixed
+    ``ray_``) at ``/metrics``; None lets Ray pick a free port.
+    """
     import ray
     from ray.serve._private import api as serve_api  # what `serve run config.yaml` uses
     from ray.serve._private.constants import SERVE_NAMESPACE
@@ -115,6 +120,7 @@ def start_local(
             num_cpus=num_cpus,
             include_dashboard=False,
             _temp_dir=temp_dir,
+            _metrics_export_port=metrics_port,
             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
             log_to_driver=os.environ.get("RAGTUNE_RAY_LOGS", "") == "1",
         )

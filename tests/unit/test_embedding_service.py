@@ -1,3 +1,5 @@
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,21 @@ def test_related_texts_are_closer(service):
     )
     q, near, far = (np.array(v.values) for v in reply.vectors)
     assert q @ near > q @ far
+
+
+def test_a_text_embedded_alone_or_in_a_concurrent_batch_agrees(service):
+    texts = [f"Robot number {i} carries {i * 3} boxes to the dock." for i in range(24)]
+
+    async def concurrently():
+        return await asyncio.gather(*(service.Embed(pb.EmbedRequest(texts=[t])) for t in texts))
+
+    batches_before = service._models["all-MiniLM-L6-v2"].batcher.stats.batches
+    together = run(concurrently())
+    batches = service._models["all-MiniLM-L6-v2"].batcher.stats.batches - batches_before
+    assert batches < len(texts)  # requests were batched
+    for text, reply in zip(texts, together, strict=True):
+        alone = run(service.Embed(pb.EmbedRequest(texts=[text])))
+        assert np.allclose(alone.vectors[0].values, reply.vectors[0].values, atol=1e-5)
 
 
 def test_long_text_truncation_is_reported(service):

@@ -1,3 +1,5 @@
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -9,22 +11,31 @@ from tests.conftest import run
 
 
 class WordOverlapScorer:
-    """Deterministic scorer: shared words with the query."""
+    """Deterministic scorer: words shared with the query; one token per word, limit 8."""
 
     name = "overlap"
+    max_length = 8
 
     def warm_up(self) -> None:
         pass
 
-    def score(self, query, passages):
-        q = set(query.lower().split())
-        return np.array([len(q & set(p.lower().split())) for p in passages], dtype=np.float32), 0
+    def pair_tokens(self, query, passages):
+        return [len(query.split()) + len(p.split()) for p in passages]
+
+    def score(self, pairs):
+        return np.array(
+            [len(set(q.lower().split()) & set(p.lower().split())) for q, p in pairs],
+            dtype=np.float32,
+        )
+
+
+def service(**config) -> RerankService:
+    return RerankService(RerankConfig(model_path="unused", **config), scorer=WordOverlapScorer())
 
 
 def test_orders_passages_by_score_and_keeps_top_n():
-    svc = RerankService(RerankConfig(model_path="unused"), scorer=WordOverlapScorer())
     reply = run(
-        svc.Rerank(
+        service().Rerank(
             pb.RerankRequest(
                 query="kestrel battery minutes",
                 passages=["lyon office", "kestrel battery lasts 47 minutes", "kestrel drone"],
@@ -36,15 +47,41 @@ def test_orders_passages_by_score_and_keeps_top_n():
     assert reply.results[0].score > reply.results[1].score
 
 
-def test_bad_input():
-    svc = RerankService(
-        RerankConfig(model_path="unused", max_passages=2), scorer=WordOverlapScorer()
+def test_truncated_passages_are_reported_per_passage():
+    reply = run(
+        service().Rerank(
+            pb.RerankRequest(query="battery life", passages=["short one", "w " * 20, "x " * 9])
+        )
     )
+    by_index = {r.index: r.truncated_tokens for r in reply.results}
+    assert by_index == {0: 0, 1: 14, 2: 3}  # 2 query + n passage tokens, limit 8
+    assert reply.truncated_passages == 2 and reply.tokens == 4 + 8 + 8
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_scores():
+    svc = service(max_wait_ms=20)
+
+    async def many():
+        return await asyncio.gather(
+            *(
+                svc.Rerank(pb.RerankRequest(query=f"word{i}", passages=["none", f"word{i} x"]))
+                for i in range(12)
+            )
+        )
+
+    replies = run(many())
+    assert all(r.results[0].index == 1 and r.results[0].score == 1.0 for r in replies)
+    assert svc.batcher.stats.batches < 12
+
+
+def test_bad_input():
+    svc = service(max_passages=2)
     for request, field in [
         (pb.RerankRequest(query="", passages=["a"]), "query"),
         (pb.RerankRequest(query="q", passages=[]), "passages"),
         (pb.RerankRequest(query="q", passages=["a", "b", "c"]), "passages"),
         (pb.RerankRequest(query="q", passages=["a", " "]), "passages[1]"),
+        (pb.RerankRequest(query="q", passages=["a"], top_n=-1), "top_n"),
     ]:
         with pytest.raises(InvalidArgument) as err:
             run(svc.Rerank(request))
@@ -53,11 +90,17 @@ def test_bad_input():
         run(svc.Rerank(pb.RerankRequest(query="q", passages=["a"], model="other")))
 
 
-def test_cross_encoder_backend_scores_every_pair(cross_encoder_dir):
-    svc = RerankService(RerankConfig(model_path=str(cross_encoder_dir)))
+def test_cross_encoder_backend_scores_reports_truncation_and_normalises(cross_encoder_dir):
+    svc = RerankService(RerankConfig(model_path=str(cross_encoder_dir), max_length=16))
     svc.warm_up()
-    reply = run(svc.Rerank(pb.RerankRequest(query="battery life", passages=["a", "b b", "c c c"])))
+    reply = run(
+        svc.Rerank(pb.RerankRequest(query="battery life", passages=["a", "b b", "word " * 40]))
+    )
     assert sorted(r.index for r in reply.results) == [0, 1, 2]
     scores = [r.score for r in reply.results]
     assert scores == sorted(scores, reverse=True)
-    assert reply.tokens > 0 and reply.model == cross_encoder_dir.name
+    assert reply.truncated_passages == 1 and reply.model == cross_encoder_dir.name
+    assert next(r for r in reply.results if r.index == 2).truncated_tokens == 2 + 2 + 40 + 1 - 16
+    normalised = RerankService(RerankConfig(model_path=str(cross_encoder_dir), normalize=True))
+    reply = run(normalised.Rerank(pb.RerankRequest(query="q", passages=["a", "b"])))
+    assert all(0 < r.score < 1 for r in reply.results)

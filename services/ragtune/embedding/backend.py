@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -12,20 +11,20 @@ import numpy as np
 from ragtune.embedding.config import EmbeddingModelConfig
 
 
-@dataclass(frozen=True)
-class Embeddings:
-    vectors: np.ndarray  # (n, dims) float32, L2-normalised
-    token_counts: list[int]
-    truncated_tokens: list[int]
-
-
 class Embedder(Protocol):
     name: str
     dims: int
+    max_tokens: int
 
     def warm_up(self) -> None: ...
 
-    def embed(self, texts: Sequence[str]) -> Embeddings: ...
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text before truncation, special tokens included."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dims) float32, L2-normalised; texts over max_tokens are truncated."""
+        ...
 
 
 def default_minilm_path() -> str:
@@ -48,39 +47,38 @@ class SentenceTransformerEmbedder:
         self.name = config.name
         self.path = config.path or default_minilm_path()
         self.dims = 0
+        self.max_tokens = 0
         self._model = None
 
     def warm_up(self) -> None:
         if self._model is not None:
             return
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local paths only: never reach a hub
+        import torch
         from sentence_transformers import SentenceTransformer
 
-        self._model = SentenceTransformer(self.path, device=self.config.device)
-        self.dims = int(self._model.get_embedding_dimension())
+        model = SentenceTransformer(self.path, device=self.config.device)
+        if self.config.dtype != "float32":
+            model = model.to(getattr(torch, self.config.dtype))
+        self.dims = int(model.get_embedding_dimension())
+        self.max_tokens = int(model.max_seq_length)
+        self._model = model
 
     @property
     def model(self):
         self.warm_up()
         return self._model
 
-    @property
-    def max_tokens(self) -> int:
-        return int(self.model.max_seq_length)
-
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text including special tokens, before truncation."""
         encoded = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
-    def embed(self, texts: Sequence[str]) -> Embeddings:
-        counts = self.count_tokens(texts)
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.model.encode(
             list(texts),
             batch_size=self.config.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
-        ).astype(np.float32, copy=False)
-        limit = self.max_tokens
-        return Embeddings(vectors, counts, [max(0, c - limit) for c in counts])
+        )
+        return vectors.astype(np.float32, copy=False)

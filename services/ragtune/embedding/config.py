@@ -17,7 +17,19 @@ class EmbeddingModelConfig(BaseModel):
     query_prefix: str = Field(default="", description="Prepended to QUERY texts (e5: 'query: ').")
     passage_prefix: str = Field(default="", description="Prepended to PASSAGE texts.")
     device: str = Field(default="cpu", description="torch device: cpu, cuda, cuda:1, ...")
-    batch_size: int = Field(default=64, ge=1, le=4096)
+    dtype: str = Field(
+        default="float32",
+        description="float32, or float16/bfloat16 on a GPU (halves memory, ~2x throughput).",
+    )
+    batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per forward pass.")
+
+    @model_validator(mode="after")
+    def _dtype_fits_device(self) -> EmbeddingModelConfig:
+        if self.dtype not in {"float32", "float16", "bfloat16"}:
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.dtype != "float32" and not self.device.startswith("cuda"):
+            raise ValueError(f"dtype {self.dtype} needs a cuda device, got {self.device!r}")
+        return self
 
 
 class EmbeddingConfig(BaseModel):
@@ -28,6 +40,17 @@ class EmbeddingConfig(BaseModel):
     default_model: str = Field(default="", description="Empty means the first model.")
     max_batch_texts: int = Field(default=512, ge=1, description="Most texts in one request.")
     max_text_chars: int = Field(default=32_000, ge=1, description="Longest text accepted.")
+    max_batch_tokens: int = Field(
+        default=8192,
+        ge=1,
+        description="Concurrent requests are batched into one model call up to this many "
+        "tokens (after truncation to the model's limit).",
+    )
+    max_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long the first request of a batch waits for others to join.",
+    )
 
     @model_validator(mode="after")
     def _default_is_known(self) -> EmbeddingConfig:

@@ -5,11 +5,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import numpy as np
+from ray.serve import metrics
+
+from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import NotFound
 from ragtune.common.validation import check_texts
 from ragtune.embedding.backend import Embedder, SentenceTransformerEmbedder
 from ragtune.embedding.config import EmbeddingConfig, EmbeddingModelConfig
 from ragtune.v1 import embedding_pb2 as pb
+
+# Small requests are tokenised inline; larger ones in a thread so the event loop keeps batching.
+_INLINE_TOKENIZE_TEXTS = 8
+
+
+class _Model:
+    """One served model: its config, backend and batcher."""
+
+    def __init__(self, config: EmbeddingModelConfig, embedder: Embedder, service: EmbeddingConfig):
+        self.config = config
+        self.embedder = embedder
+        self.batcher: DynamicBatcher[str, np.ndarray] = DynamicBatcher(
+            embedder.embed,
+            max_batch_tokens=service.max_batch_tokens,
+            max_wait_s=service.max_wait_ms / 1000,
+        )
 
 
 class EmbeddingService:
@@ -19,33 +39,46 @@ class EmbeddingService:
         embedder_factory: Callable[[EmbeddingModelConfig], Embedder] = SentenceTransformerEmbedder,
     ) -> None:
         self.config = config
-        self._models = {m.name: (m, embedder_factory(m)) for m in config.models}
-        # One model call at a time per replica: torch already uses every core for one batch.
-        self._lock = asyncio.Lock()
+        self._models = {m.name: _Model(m, embedder_factory(m), config) for m in config.models}
+        tags = ("model",)
+        self._truncated_inputs = metrics.Counter(
+            "ragtune_embedding_truncated_inputs_total",
+            description="Texts longer than the model's token limit, embedded truncated.",
+            tag_keys=tags,
+        )
+        self._truncated_tokens = metrics.Counter(
+            "ragtune_embedding_truncated_tokens_total",
+            description="Tokens cut from texts longer than the model's limit.",
+            tag_keys=tags,
+        )
+        self._batch_requests = metrics.Histogram(
+            "ragtune_embedding_batch_requests",
+            description="Requests served by one model call (dynamic batching).",
+            boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
+            tag_keys=tags,
+        )
+        for name, model in self._models.items():
+            model.batcher.on_batch = lambda requests, _items, _wait, n=name: (
+                self._batch_requests.observe(requests, tags={"model": n})
+            )
 
     def warm_up(self) -> None:
-        for _, embedder in self._models.values():
-            embedder.warm_up()
+        for model in self._models.values():
+            model.embedder.warm_up()
 
     def check_health(self) -> None:
-        for name, (_, embedder) in self._models.items():
-            if embedder.dims <= 0:
+        for name, model in self._models.items():
+            if model.embedder.dims <= 0:
                 raise RuntimeError(f"embedding model {name} is not loaded")
 
-    def model_info(self, name: str = "") -> tuple[str, int]:
-        """(name, dims) of a model; the gateway sizes collections with it."""
-        config, embedder = self._resolve(name)
-        embedder.warm_up()
-        return config.name, embedder.dims
-
-    def _resolve(self, name: str) -> tuple[EmbeddingModelConfig, Embedder]:
+    def _resolve(self, name: str) -> _Model:
         name = name or self.config.default_model
         if name not in self._models:
             raise NotFound(f"unknown embedding model {name!r}; known: {sorted(self._models)}")
         return self._models[name]
 
     async def Embed(self, request: pb.EmbedRequest) -> pb.EmbedResponse:
-        config, embedder = self._resolve(request.model)
+        model = self._resolve(request.model)
         texts = list(request.texts)
         check_texts(
             texts,
@@ -54,18 +87,28 @@ class EmbeddingService:
             max_chars=self.config.max_text_chars,
         )
         prefix = (
-            config.query_prefix
+            model.config.query_prefix
             if request.input_type == pb.INPUT_TYPE_QUERY
-            else config.passage_prefix
+            else model.config.passage_prefix
         )
         if prefix:
             texts = [prefix + t for t in texts]
-        async with self._lock:
-            result = await asyncio.to_thread(embedder.embed, texts)
+        embedder = model.embedder
+        if len(texts) <= _INLINE_TOKENIZE_TEXTS:
+            counts = embedder.count_tokens(texts)
+        else:
+            counts = await asyncio.to_thread(embedder.count_tokens, texts)
+        limit = embedder.max_tokens
+        truncated = [max(0, c - limit) for c in counts]
+        if any(truncated):
+            tags = {"model": model.config.name}
+            self._truncated_inputs.inc(sum(1 for t in truncated if t), tags=tags)
+            self._truncated_tokens.inc(sum(truncated), tags=tags)
+        vectors = await model.batcher.submit(texts, sum(min(c, limit) for c in counts))
         return pb.EmbedResponse(
-            vectors=[pb.Vector(values=v.tolist()) for v in result.vectors],
-            dims=int(result.vectors.shape[1]),
-            model=config.name,
-            token_counts=result.token_counts,
-            truncated_tokens=result.truncated_tokens,
+            vectors=[pb.Vector(values=v.tolist()) for v in vectors],
+            dims=embedder.dims,
+            model=model.config.name,
+            token_counts=counts,
+            truncated_tokens=truncated,
         )

@@ -14,17 +14,35 @@ class Scorer(Protocol):
 
     def warm_up(self) -> None: ...
 
-    def score(self, query: str, passages: Sequence[str]) -> tuple[np.ndarray, int]:
-        """Relevance of each passage and the number of tokens scored."""
+    def pair_tokens(self, query: str, passages: Sequence[str]) -> list[int]:
+        """Tokens of each (query, passage) pair before truncation."""
+        ...
+
+    @property
+    def max_length(self) -> int: ...
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Relevance of each pair (pairs longer than max_length are truncated)."""
         ...
 
 
 class CrossEncoderScorer:
-    def __init__(self, path: str, *, name: str = "", device: str = "cpu", batch_size: int = 32):
+    def __init__(
+        self,
+        path: str,
+        *,
+        name: str = "",
+        device: str = "cpu",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        normalize: bool = False,
+    ) -> None:
         self.path = path
         self.name = name or os.path.basename(os.path.normpath(path))
         self.device = device
         self.batch_size = batch_size
+        self._max_length = max_length
+        self.normalize = normalize
         self._model = None
 
     def warm_up(self) -> None:
@@ -32,14 +50,27 @@ class CrossEncoderScorer:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import CrossEncoder
 
-            self._model = CrossEncoder(self.path, device=self.device)
+            self._model = CrossEncoder(self.path, device=self.device, max_length=self._max_length)
 
-    def score(self, query: str, passages: Sequence[str]) -> tuple[np.ndarray, int]:
+    @property
+    def max_length(self) -> int:
         self.warm_up()
-        pairs = [(query, p) for p in passages]
-        tokenizer = self._model.tokenizer
-        tokens = sum(len(ids) for ids in tokenizer(list(pairs), truncation=True)["input_ids"])
+        return int(self._model.max_length)
+
+    def pair_tokens(self, query: str, passages: Sequence[str]) -> list[int]:
+        self.warm_up()
+        encoded = self._model.tokenizer([query] * len(passages), list(passages), truncation=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        import torch
+
+        self.warm_up()
         scores = self._model.predict(
-            pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
+            list(pairs),
+            batch_size=self.batch_size,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+            activation_fn=torch.nn.Sigmoid() if self.normalize else torch.nn.Identity(),
         )
-        return np.asarray(scores, dtype=np.float32).reshape(-1), tokens
+        return np.asarray(scores, dtype=np.float32).reshape(-1)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
+from ray.serve import metrics
 
+from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import InvalidArgument, NotFound
 from ragtune.common.validation import check_text, check_texts
 from ragtune.rerank.backend import CrossEncoderScorer, Scorer
@@ -21,8 +21,20 @@ class RerankService:
             name=config.model_name,
             device=config.device,
             batch_size=config.batch_size,
+            max_length=config.max_length,
+            normalize=config.normalize,
         )
-        self._lock = asyncio.Lock()
+        # Pairs from concurrent requests share forward passes.
+        self.batcher: DynamicBatcher[tuple[str, str], float] = DynamicBatcher(
+            self.scorer.score,
+            max_batch_tokens=config.max_batch_tokens,
+            max_wait_s=config.max_wait_ms / 1000,
+        )
+        self._truncated = metrics.Counter(
+            "ragtune_rerank_truncated_passages_total",
+            description="Passages longer than the cross-encoder's limit, scored on their start.",
+            tag_keys=("model",),
+        )
 
     def warm_up(self) -> None:
         self.scorer.warm_up()
@@ -42,13 +54,24 @@ class RerankService:
         )
         if request.top_n < 0:
             raise InvalidArgument("must be >= 0", field="top_n")
-        async with self._lock:
-            scores, tokens = await asyncio.to_thread(self.scorer.score, request.query, passages)
+        limit = self.scorer.max_length
+        lengths = self.scorer.pair_tokens(request.query, passages)
+        cut = [max(0, n - limit) for n in lengths]
+        if any(cut):
+            self._truncated.inc(sum(1 for c in cut if c), tags={"model": self.scorer.name})
+        tokens = sum(min(n, limit) for n in lengths)
+        scores = np.asarray(
+            await self.batcher.submit([(request.query, p) for p in passages], tokens)
+        )
         order = np.argsort(-scores, kind="stable")
         if request.top_n:
             order = order[: request.top_n]
         return pb.RerankResponse(
-            results=[pb.RerankResult(index=int(i), score=float(scores[i])) for i in order],
+            results=[
+                pb.RerankResult(index=int(i), score=float(scores[i]), truncated_tokens=cut[i])
+                for i in order
+            ],
             model=self.scorer.name,
             tokens=tokens,
+            truncated_passages=sum(1 for c in cut if c),
         )

@@ -19,19 +19,23 @@ class RerankRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., passages: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
 class RerankResult(_message.Message):
-    __slots__ = ("index", "score")
+    __slots__ = ("index", "score", "truncated_tokens")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     index: int
     score: float
-    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+    truncated_tokens: int
+    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., truncated_tokens: _Optional[int] = ...) -> None: ...
 
 class RerankResponse(_message.Message):
-    __slots__ = ("results", "model", "tokens")
+    __slots__ = ("results", "model", "tokens", "truncated_passages")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_PASSAGES_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RerankResult]
     model: str
     tokens: int
-    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., model: _Optional[str] = ..., tokens: _Optional[int] = ...) -> None: ...
+    truncated_passages: int
+    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., model: _Optional[str] = ..., tokens: _Optional[int] = ..., truncated_passages: _Optional[int] = ...) -> None: ...

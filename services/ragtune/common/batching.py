@@ -1,0 +1,135 @@
+"""Dynamic batching: many small concurrent requests become one model call.
+
+Requests queue up; a single worker task takes the first waiting request, then keeps adding
+requests until the batch holds ``max_batch_tokens`` tokens or ``max_wait_s`` has passed since
+the first one arrived, and runs the model once for all of them. Under load the wait is free
+(the model is busy anyway); an idle service answers a lone request after at most ``max_wait_s``.
+
+It is plain asyncio rather than ``@serve.batch`` so the service classes batch the same way
+in unit tests, in-process and under Ray Serve, and so batches are bounded by tokens (the cost
+of a transformer forward pass) rather than by request count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass
+class _Pending(Generic[Item, Result]):
+    items: Sequence[Item]
+    tokens: int
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchStats:
+    """What the last batches looked like (for metrics and tests)."""
+
+    batches: int = 0
+    requests: int = 0
+    items: int = 0
+    largest_batch_requests: int = 0
+
+
+class DynamicBatcher(Generic[Item, Result]):
+    """Run ``fn`` (blocking, called in a worker thread) over batches of queued items.
+
+    ``fn`` gets the concatenated items of several requests and returns one result per item;
+    each request gets back its own slice, in order.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[Item]], Sequence[Result]],
+        *,
+        max_batch_tokens: int,
+        max_wait_s: float,
+        on_batch: Callable[[int, int, float], None] | None = None,
+    ) -> None:
+        if max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be >= 1")
+        if max_wait_s < 0:
+            raise ValueError("max_wait_s must be >= 0")
+        self.fn = fn
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_s
+        self.on_batch = on_batch  # (requests, items, seconds queued by the first) per batch
+        self.stats = BatchStats()
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._carry: _Pending | None = None  # the request that did not fit: next batch's head
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def submit(self, items: Sequence[Item], tokens: int) -> list[Result]:
+        """Queue ``items`` (costing ``tokens``) and wait for their results."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._worker is None or self._worker.done():
+            # First use, or a new event loop (tests run each call in its own): start afresh.
+            self._loop, self._queue, self._carry = loop, asyncio.Queue(), None
+            self._worker = loop.create_task(self._run())
+        pending = _Pending(items, tokens, loop.create_future())
+        await self._queue.put(pending)
+        return await pending.future
+
+    async def _next_batch(self) -> list[_Pending]:
+        first, self._carry = self._carry or await self._queue.get(), None
+        batch = [first]
+        tokens = batch[0].tokens
+        deadline = batch[0].enqueued + self.max_wait_s
+        while tokens < self.max_batch_tokens:
+            if self._queue.empty():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                nxt = self._queue.get_nowait()
+            if nxt.future.cancelled():
+                continue
+            if tokens + nxt.tokens > self.max_batch_tokens:
+                self._carry = nxt
+                break
+            batch.append(nxt)
+            tokens += nxt.tokens
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = [p for p in await self._next_batch() if not p.future.cancelled()]
+            if not batch:
+                continue
+            flat = [item for p in batch for item in p.items]
+            waited = time.monotonic() - batch[0].enqueued
+            try:
+                results = await asyncio.to_thread(self.fn, flat)
+            except Exception as exc:  # every request of the batch gets the error
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            start = 0
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(list(results[start : start + len(p.items)]))
+                start += len(p.items)
+            self.stats.batches += 1
+            self.stats.requests += len(batch)
+            self.stats.items += len(flat)
+            self.stats.largest_batch_requests = max(self.stats.largest_batch_requests, len(batch))
+            if self.on_batch is not None:
+                self.on_batch(len(batch), len(flat), waited)

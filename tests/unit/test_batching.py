@@ -1,0 +1,90 @@
+import asyncio
+import threading
+import time
+
+import pytest
+
+from ragtune.common.batching import DynamicBatcher
+
+
+class Recorder:
+    """A model stand-in: doubles each item and records every batch it was given."""
+
+    def __init__(self, delay: float = 0.0):
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def __call__(self, items):
+        time.sleep(self.delay)
+        with self.lock:
+            self.batches.append(list(items))
+        return [2 * i for i in items]
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_results():
+    model = Recorder(delay=0.02)
+    batcher = DynamicBatcher(model, max_batch_tokens=1000, max_wait_s=0.05)
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit([i, i + 100], tokens=2) for i in range(40)))
+
+    results = asyncio.run(main())
+    assert results == [[2 * i, 2 * (i + 100)] for i in range(40)]
+    assert len(model.batches) < 10 and batcher.stats.requests == 40
+    assert batcher.stats.largest_batch_requests >= 10
+
+
+def test_the_token_budget_bounds_every_batch():
+    model = Recorder(delay=0.01)
+    batcher = DynamicBatcher(model, max_batch_tokens=10, max_wait_s=0.05)
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit([i], tokens=3) for i in range(20)))
+
+    assert asyncio.run(main()) == [[2 * i] for i in range(20)]
+    assert max(len(b) for b in model.batches) == 3  # 3 x 3 tokens fit in 10, a 4th does not
+    assert sorted(i for b in model.batches for i in b) == list(range(20))  # none lost
+
+
+def test_a_request_larger_than_the_budget_still_runs_alone():
+    model = Recorder()
+    batcher = DynamicBatcher(model, max_batch_tokens=5, max_wait_s=0.01)
+    assert asyncio.run(batcher.submit(list(range(8)), tokens=50)) == [2 * i for i in range(8)]
+
+
+def test_a_lone_request_waits_at_most_max_wait():
+    batcher = DynamicBatcher(Recorder(), max_batch_tokens=1000, max_wait_s=0.05)
+
+    async def main():
+        start = time.monotonic()
+        await batcher.submit([1], tokens=1)
+        return time.monotonic() - start
+
+    assert asyncio.run(main()) < 0.5
+
+
+def test_a_model_error_reaches_every_request_of_the_batch_and_the_next_batch_runs():
+    calls = []
+
+    def flaky(items):
+        calls.append(items)
+        if len(calls) == 1:
+            raise RuntimeError("device lost")
+        return items
+
+    batcher = DynamicBatcher(flaky, max_batch_tokens=100, max_wait_s=0.05)
+
+    async def main():
+        first = await asyncio.gather(
+            *(batcher.submit([i], tokens=1) for i in range(3)), return_exceptions=True
+        )
+        return first, await batcher.submit([7], tokens=1)
+
+    first, after = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) for r in first) and after == [7]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        DynamicBatcher(Recorder(), max_batch_tokens=0, max_wait_s=0.01)
