@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -25,6 +26,7 @@ def free_port() -> int:
 @dataclass
 class Platform:
     target: str
+    metrics_url: str  # Ray's Prometheus endpoint: Ray's and ragtune's metrics
     acme_key: str  # admin of tenant acme
     globex_key: str  # plain key of tenant globex
 
@@ -53,9 +55,14 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory):
     gateway["args"].update(top_k=4, rerank_candidates=4)
     # Ray puts Unix sockets in its temp dir; pytest's tmp paths are too long for them.
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    metrics_port = free_port()
+    # Replicas push metrics every 10 s by default; tests should not wait that long.
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
     try:
-        start_local(config, temp_dir=ray_tmp, timeout_s=600)
-        yield Platform(f"localhost:{port}", acme, globex)
+        start_local(config, temp_dir=ray_tmp, metrics_port=metrics_port, timeout_s=600)
+        yield Platform(
+            f"localhost:{port}", f"http://127.0.0.1:{metrics_port}/metrics", acme, globex
+        )
     finally:
         stop_local()
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from typing import Protocol
@@ -62,6 +63,9 @@ class SentenceTransformerEmbedder:
             model = model.to(getattr(torch, self.config.dtype))
         self.dims = int(model.get_embedding_dimension())
         self.max_tokens = int(model.max_seq_length)
+        # Fast tokenizers are not thread-safe: each call reconfigures truncation. Counting runs
+        # on the event loop while encode() runs in a worker thread, so it gets its own copy.
+        self._counter = copy.deepcopy(model.tokenizer)
         self._model = model
 
     @property
@@ -70,7 +74,8 @@ class SentenceTransformerEmbedder:
         return self._model
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        encoded = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False)
+        self.warm_up()
+        encoded = self._counter(list(texts), add_special_tokens=True, truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

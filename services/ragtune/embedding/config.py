@@ -38,6 +38,12 @@ class EmbeddingConfig(BaseModel):
         min_length=1,
     )
     default_model: str = Field(default="", description="Empty means the first model.")
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads for the model; None: every core the replica may use (Ray "
+        "would otherwise allow one thread per whole CPU requested).",
+    )
     max_batch_texts: int = Field(default=512, ge=1, description="Most texts in one request.")
     max_text_chars: int = Field(default=32_000, ge=1, description="Longest text accepted.")
     max_batch_tokens: int = Field(

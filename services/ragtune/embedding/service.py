@@ -10,6 +10,7 @@ from ray.serve import metrics
 
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import NotFound
+from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_texts
 from ragtune.embedding.backend import Embedder, SentenceTransformerEmbedder
 from ragtune.embedding.config import EmbeddingConfig, EmbeddingModelConfig
@@ -63,6 +64,7 @@ class EmbeddingService:
             )
 
     def warm_up(self) -> None:
+        set_torch_threads(self.config.torch_threads)
         for model in self._models.values():
             model.embedder.warm_up()
 

@@ -21,6 +21,12 @@ class GenerationConfig(BaseModel):
     engine: str = Field(default="transformers", description="'transformers' (CPU or GPU).")
     device: str = Field(default="cpu", description="torch device for the transformers engine.")
     dtype: str = Field(default="float32", description="float32, float16 or bfloat16.")
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads for the model; None: every core the replica may use (Ray "
+        "would otherwise allow one thread per whole CPU requested).",
+    )
     adapters_dir: str | None = Field(
         default=None, description="Directory of LoRA adapters, one sub-directory each."
     )

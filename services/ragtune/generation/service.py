@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 from ragtune.common.errors import InvalidArgument, NotFound
+from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_name, check_range
 from ragtune.generation.adapters import AdapterRegistry
 from ragtune.generation.config import GenerationConfig
@@ -37,6 +38,7 @@ class GenerationService:
         )
 
     def warm_up(self) -> None:
+        set_torch_threads(self.config.torch_threads)
         self.engine.warm_up()
         refused = self.registry.scan()
         if refused:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from typing import Protocol
@@ -51,6 +52,8 @@ class CrossEncoderScorer:
             from sentence_transformers import CrossEncoder
 
             self._model = CrossEncoder(self.path, device=self.device, max_length=self._max_length)
+            # Not thread-safe: counting (event loop) and scoring (worker thread) use separate copies.
+            self._counter = copy.deepcopy(self._model.tokenizer)
 
     @property
     def max_length(self) -> int:
@@ -59,7 +62,7 @@ class CrossEncoderScorer:
 
     def pair_tokens(self, query: str, passages: Sequence[str]) -> list[int]:
         self.warm_up()
-        encoded = self._model.tokenizer([query] * len(passages), list(passages), truncation=False)
+        encoded = self._counter([query] * len(passages), list(passages), truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:

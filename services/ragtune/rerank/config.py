@@ -24,5 +24,11 @@ class RerankConfig(BaseModel):
         default=16384, ge=1, description="Concurrent requests are batched up to this many tokens."
     )
     max_wait_ms: float = Field(default=5.0, ge=0)
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads for the model; None: every core the replica may use (Ray "
+        "would otherwise allow one thread per whole CPU requested).",
+    )
     max_passages: int = Field(default=1000, ge=1)
     max_text_chars: int = Field(default=32_000, ge=1)

@@ -7,6 +7,7 @@ from ray.serve import metrics
 
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import InvalidArgument, NotFound
+from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_text, check_texts
 from ragtune.rerank.backend import CrossEncoderScorer, Scorer
 from ragtune.rerank.config import RerankConfig
@@ -37,6 +38,7 @@ class RerankService:
         )
 
     def warm_up(self) -> None:
+        set_torch_threads(self.config.torch_threads)
         self.scorer.warm_up()
 
     async def Rerank(self, request: pb.RerankRequest) -> pb.RerankResponse:

@@ -1,0 +1,110 @@
+"""Shared pieces of the benchmarks: texts, a one-application Serve, a concurrent gRPC driver.
+
+Every benchmark compares the service with the raw library on the same data in the same run and
+writes JSON; its last line is the headline ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
+DEMO_CORPUS = REPO / "deploy" / "examples" / "demo-corpus"
+
+
+def texts(kind: str, n: int) -> list[str]:
+    """``passages``: SciFact abstracts (title + text), else demo-corpus paragraphs;
+    ``queries``: SciFact claims, else demo questions. Repeated to ``n`` if short."""
+    if kind == "passages" and (SCIFACT / "corpus.jsonl").is_file():
+        with (SCIFACT / "corpus.jsonl").open() as f:
+            pool = [f"{r['title']} {r['text']}" for r in map(json.loads, f)][: 4 * n]
+    elif kind == "queries" and (SCIFACT / "queries.jsonl").is_file():
+        with (SCIFACT / "queries.jsonl").open() as f:
+            pool = [r["text"] for r in map(json.loads, f)]
+    elif kind == "passages":
+        pool = [p for f in sorted(DEMO_CORPUS.glob("*.md")) for p in f.read_text().split("\n\n")]
+    else:
+        pool = (REPO / "deploy" / "examples" / "demo-questions.txt").read_text().splitlines()
+    pool = [t for t in pool if t.strip()]
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_app(name: str, deployment: str, args: dict[str, Any]) -> Iterator[str]:
+    """Run one ragtune application under a local Serve; yields the gRPC target."""
+    from ragtune.common.serving import GRPC_SERVICERS
+    from ragtune.deployment import start_local, stop_local
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    port = free_port()
+    config = {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": free_port()},
+        "grpc_options": {"port": port, "grpc_servicer_functions": GRPC_SERVICERS},
+        "applications": [
+            {
+                "name": name,
+                "route_prefix": f"/{name}",
+                "import_path": f"ragtune.{name}.app:build",
+                "args": args,
+                "deployments": [{"name": deployment, "ray_actor_options": {"num_cpus": 0.5}}],
+            }
+        ],
+    }
+    ray_tmp = tempfile.mkdtemp(prefix="rtb", dir="/tmp")
+    try:
+        start_local(config, temp_dir=ray_tmp)
+        yield f"localhost:{port}"
+    finally:
+        stop_local()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+async def drive(
+    calls: Sequence[Callable[[], Awaitable[Any]]], concurrency: int
+) -> tuple[float, list[float]]:
+    """Run ``calls`` with at most ``concurrency`` in flight; (seconds, per-call latencies)."""
+    latencies: list[float] = []
+    queue = list(reversed(calls))
+
+    async def worker() -> None:
+        while queue:
+            call = queue.pop()
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start, latencies
+
+
+def percentiles(latencies: Sequence[float]) -> dict[str, float]:
+    qs = statistics.quantiles(latencies, n=100)
+    return {"p50_ms": qs[49] * 1000, "p99_ms": qs[98] * 1000}
+
+
+def write_result(name: str, result: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
