@@ -72,7 +72,9 @@ def main() -> None:
         pairs = [(q, p) for q in queries for p in passages]
         raw = raw_throughput(model, pairs)
         print(f"raw predict(batch_size=32): {raw:.1f} pairs/s", flush=True)
-        with serve_app("rerank", "Rerank", {"model_path": model}) as target:
+        with serve_app(
+            "rerank", "Rerank", {"kind": "cross-encoder", "model_path": model}
+        ) as target:
             seconds, latencies = asyncio.run(
                 service_run(target, queries, passages, args.concurrency)
             )

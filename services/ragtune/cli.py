@@ -275,6 +275,32 @@ def cmd_collections(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ragtune.evaluation.retrieval import EvalSettings, run_eval
+
+    settings = EvalSettings(
+        mode=args.mode,
+        split=args.split,
+        rerank=args.rerank or args.rerank_model is not None,
+        rerank_kind=args.rerank_kind,
+        rerank_model=args.rerank_model,
+        rerank_depth=args.rerank_depth,
+        rerank_input_weight=args.rerank_input_weight,
+        cache_dir=Path(args.data_dir) / "cache",
+    )
+    result = run_eval(Path(args.beir), settings)
+    suffix = "-rerank" if settings.rerank else ""
+    out = Path(args.out or f"results/eval-retrieval-{args.mode}{suffix}-{args.split}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for name, m in result["metrics"].items():
+        print(f"{name:16} nDCG@10 {m['nDCG@10']:.4f}  Recall@100 {m['Recall@100']:.4f}")
+    print(f"({result['queries']} {args.split} queries, {result['seconds']:.0f} s; JSON: {out})")
+    print(f"nDCG@10: {result['final']['nDCG@10']:.4f}")
+    print(f"Recall@100: {result['final']['Recall@100']:.4f}")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -387,6 +413,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="adapter directory to load from (default: the adapters dir)")
     client_opts(p)
     p.set_defaults(func=cmd_adapters)
+
+    p = sub.add_parser("eval", help="measure retrieval quality on a BEIR dataset")
+    p.add_argument("what", choices=["retrieval"])
+    p.add_argument(
+        "--beir", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)"
+    )
+    p.add_argument("--mode", choices=["dense", "lexical", "hybrid"], default="hybrid")
+    p.add_argument("--split", default="test", help="qrels split to score (tune on train only)")
+    p.add_argument(
+        "--rerank", action="store_true", help="rerank with the default (MaxSim over MiniLM)"
+    )
+    p.add_argument("--rerank-kind", choices=["maxsim", "cross-encoder"], default="maxsim")
+    p.add_argument("--rerank-model", help="local model directory for the reranker")
+    p.add_argument("--rerank-depth", type=int, default=20, help="candidates reranked per query")
+    p.add_argument(
+        "--rerank-input-weight",
+        type=float,
+        help="weight of the first-stage order fused with the reranker's (default: config's)",
+    )
+    p.add_argument("--out", help="JSON result path (default: results/eval-retrieval-...json)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("collections", help="list your collections")
     client_opts(p)

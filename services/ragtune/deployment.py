@@ -72,7 +72,12 @@ def local_config(
         ),
     ]
     if rerank_model is not None:
-        apps.insert(2, _app("rerank", "Rerank", {"model_path": rerank_model}, 0.25))
+        rerank_args = {
+            "kind": "cross-encoder",
+            "model_path": rerank_model,
+            "input_order_weight": 0.0,
+        }
+        apps.insert(2, _app("rerank", "Rerank", rerank_args, 0.25))
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": http_port},

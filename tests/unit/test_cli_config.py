@@ -9,7 +9,17 @@ import yaml
 from ragtune import cli
 from ragtune.deployment import load_config, local_config, validate
 
-SUBCOMMANDS = ["serve", "config", "devmodel", "keys", "ingest", "ask", "adapters", "collections"]
+SUBCOMMANDS = [
+    "serve",
+    "config",
+    "devmodel",
+    "keys",
+    "ingest",
+    "ask",
+    "adapters",
+    "collections",
+    "eval",
+]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -36,7 +46,8 @@ def test_config_prints_a_serve_config_that_ray_accepts(tmp_path, capsys):
 def test_rerank_model_adds_the_rerank_app_and_turns_reranking_on(tmp_path):
     config = local_config(tmp_path, rerank_model="/models/reranker")
     apps = {a["name"]: a for a in config["applications"]}
-    assert apps["rerank"]["args"] == {"model_path": "/models/reranker"}
+    assert apps["rerank"]["args"]["model_path"] == "/models/reranker"
+    assert apps["rerank"]["args"]["kind"] == "cross-encoder"
     assert apps["gateway"]["args"]["rerank"] is True
 
 

@@ -30,6 +30,7 @@ class WordOverlapScorer:
 
 
 def service(**config) -> RerankService:
+    config.setdefault("input_order_weight", 0.0)  # the scorer's order alone
     return RerankService(RerankConfig(model_path="unused", **config), scorer=WordOverlapScorer())
 
 
@@ -91,7 +92,9 @@ def test_bad_input():
 
 
 def test_cross_encoder_backend_scores_reports_truncation_and_normalises(cross_encoder_dir):
-    svc = RerankService(RerankConfig(model_path=str(cross_encoder_dir), max_length=16))
+    svc = RerankService(
+        RerankConfig(kind="cross-encoder", model_path=str(cross_encoder_dir), max_length=16)
+    )
     svc.warm_up()
     reply = run(
         svc.Rerank(pb.RerankRequest(query="battery life", passages=["a", "b b", "word " * 40]))
@@ -101,6 +104,48 @@ def test_cross_encoder_backend_scores_reports_truncation_and_normalises(cross_en
     assert scores == sorted(scores, reverse=True)
     assert reply.truncated_passages == 1 and reply.model == cross_encoder_dir.name
     assert next(r for r in reply.results if r.index == 2).truncated_tokens == 2 + 2 + 40 + 1 - 16
-    normalised = RerankService(RerankConfig(model_path=str(cross_encoder_dir), normalize=True))
+    normalised = RerankService(
+        RerankConfig(kind="cross-encoder", model_path=str(cross_encoder_dir), normalize=True)
+    )
     reply = run(normalised.Rerank(pb.RerankRequest(query="q", passages=["a", "b"])))
     assert all(0 < r.score < 1 for r in reply.results)
+
+
+def test_maxsim_reranker_prefers_the_passage_that_answers():
+    svc = RerankService(RerankConfig(kind="maxsim", input_order_weight=0.0))
+    svc.warm_up()
+    reply = run(
+        svc.Rerank(
+            pb.RerankRequest(
+                query="How long does the Kestrel drone battery last?",
+                passages=[
+                    "The Lyon office opened in March 2026.",
+                    "The Kestrel battery lasts 47 minutes on one charge.",
+                    "word " * 300,
+                ],
+            )
+        )
+    )
+    assert reply.results[0].index == 1 and reply.model == "maxsim-all-MiniLM-L6-v2"
+    assert -1 <= reply.results[-1].score <= reply.results[0].score <= 1
+    long_one = next(r for r in reply.results if r.index == 2)
+    assert long_one.truncated_tokens == 302 - 256 and reply.truncated_passages == 1
+
+
+def test_a_cross_encoder_needs_a_model_path():
+    with pytest.raises(ValueError, match="model_path"):
+        RerankConfig(kind="cross-encoder")
+
+
+def test_fusion_with_the_incoming_order_keeps_strong_first_stage_hits_up():
+    # The scorer likes passage 2 best; the first stage put passage 0 first.
+    passages = ["alpha", "beta", "alpha beta gamma"]
+    alone = run(service().Rerank(pb.RerankRequest(query="alpha beta gamma", passages=passages)))
+    fused = run(
+        service(input_order_weight=2.0).Rerank(
+            pb.RerankRequest(query="alpha beta gamma", passages=passages)
+        )
+    )
+    assert [r.index for r in alone.results][0] == 2
+    assert [r.index for r in fused.results][0] == 0  # 2/(60+1) + 1/(60+2) beats 2/63 + 1/61
+    assert fused.results[0].score == pytest.approx(2 / 61 + 1 / 62)

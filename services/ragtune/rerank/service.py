@@ -7,24 +7,30 @@ from ray.serve import metrics
 
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import InvalidArgument, NotFound
+from ragtune.common.fusion import reciprocal_rank_fusion
 from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_text, check_texts
-from ragtune.rerank.backend import CrossEncoderScorer, Scorer
+from ragtune.rerank.backend import CrossEncoderScorer, MaxSimScorer, Scorer
 from ragtune.rerank.config import RerankConfig
 from ragtune.v1 import rerank_pb2 as pb
+
+
+def make_scorer(config: RerankConfig) -> Scorer:
+    common = {
+        "name": config.model_name,
+        "device": config.device,
+        "batch_size": config.batch_size,
+        "max_length": config.max_length,
+    }
+    if config.kind == "maxsim":
+        return MaxSimScorer(config.model_path, **common)
+    return CrossEncoderScorer(config.model_path, normalize=config.normalize, **common)
 
 
 class RerankService:
     def __init__(self, config: RerankConfig, scorer: Scorer | None = None) -> None:
         self.config = config
-        self.scorer = scorer or CrossEncoderScorer(
-            config.model_path,
-            name=config.model_name,
-            device=config.device,
-            batch_size=config.batch_size,
-            max_length=config.max_length,
-            normalize=config.normalize,
-        )
+        self.scorer = scorer or make_scorer(config)
         # Pairs from concurrent requests share forward passes.
         self.batcher: DynamicBatcher[tuple[str, str], float] = DynamicBatcher(
             self.scorer.score,
@@ -66,6 +72,12 @@ class RerankService:
             await self.batcher.submit([(request.query, p) for p in passages], tokens)
         )
         order = np.argsort(-scores, kind="stable")
+        if self.config.input_order_weight > 0:
+            fused = reciprocal_rank_fusion(
+                [range(len(passages)), order.tolist()], [self.config.input_order_weight, 1.0]
+            )
+            order = np.array(sorted(fused, key=lambda i: (-fused[i], i)))
+            scores = np.array([fused[i] for i in range(len(passages))], dtype=np.float32)
         if request.top_n:
             order = order[: request.top_n]
         return pb.RerankResponse(
