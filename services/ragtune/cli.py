@@ -80,7 +80,10 @@ def cmd_config(args: argparse.Namespace) -> int:
     from ragtune.deployment import local_config
 
     config = local_config(
-        Path(args.data_dir), grpc_port=args.grpc_port, rerank_model=args.rerank_model
+        Path(args.data_dir),
+        grpc_port=args.grpc_port,
+        rerank_model=args.rerank_model,
+        rerank=not args.no_rerank,
     )
     print(yaml.safe_dump(config, sort_keys=False), end="")
     return 0
@@ -96,7 +99,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = (
         load_config(Path(args.config))
         if args.config
-        else local_config(data_dir, grpc_port=args.grpc_port, rerank_model=args.rerank_model)
+        else local_config(
+            data_dir,
+            grpc_port=args.grpc_port,
+            rerank_model=args.rerank_model,
+            rerank=not args.no_rerank,
+        )
     )
     port = config["grpc_options"]["port"]
     # SIGTERM (kill, Kubernetes, CI) stops as cleanly as Ctrl-C: Serve and Ray shut down.
@@ -340,8 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rerank-model",
-        help="local CrossEncoder directory: deploy the rerank app and turn reranking on",
+        help="local CrossEncoder directory to rerank with instead of the default (MaxSim)",
     )
+    p.add_argument("--no-rerank", action="store_true", help="deploy no rerank application")
     p.add_argument(
         "--demo", action="store_true", help="ingest the demo corpus and print one answer per path"
     )
@@ -358,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         "config", help="print the built-in local Serve config (edit it, then serve --config)"
     )
     p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
-    p.add_argument("--rerank-model")
+    p.add_argument("--rerank-model", help="local CrossEncoder directory (default: MaxSim)")
+    p.add_argument("--no-rerank", action="store_true", help="leave the rerank application out")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser(

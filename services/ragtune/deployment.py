@@ -43,12 +43,14 @@ def local_config(
     grpc_port: int = DEFAULT_GRPC_PORT,
     http_port: int = DEFAULT_HTTP_PORT,
     rerank_model: str | None = None,
+    rerank: bool = True,
     model_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The default CPU deployment: MiniLM embedder, FAISS CPU over SQLite, the dev model.
 
-    Reranking is off unless ``rerank_model`` names a local cross-encoder directory: no
-    pretrained cross-encoder can be downloaded on the build machine (see the rerank config).
+    Reranking is on: MaxSim over the shipped MiniLM fused with the first-stage order (the
+    rerank config's defaults; +0.043 nDCG@10 on SciFact test over dense retrieval), or the
+    cross-encoder in ``rerank_model``. ``rerank=False`` leaves the rerank application out.
     ``model_dir`` holds ``ragtune-dev-llama/`` and ``adapters/`` (default: DATA_DIR/devmodel).
     """
     data_dir = data_dir.resolve()
@@ -67,16 +69,18 @@ def local_config(
         _app(
             "gateway",
             "Gateway",
-            {"keys_file": str(data_dir / "keys.yaml"), "rerank": rerank_model is not None},
+            {"keys_file": str(data_dir / "keys.yaml"), "rerank": rerank},
             0.25,
         ),
     ]
-    if rerank_model is not None:
-        rerank_args = {
-            "kind": "cross-encoder",
-            "model_path": rerank_model,
-            "input_order_weight": 0.0,
-        }
+    if rerank:
+        rerank_args: dict[str, Any] = {}  # the offline default: MaxSim over MiniLM, fused
+        if rerank_model is not None:
+            rerank_args = {
+                "kind": "cross-encoder",
+                "model_path": rerank_model,
+                "input_order_weight": 0.0,
+            }
         apps.insert(2, _app("rerank", "Rerank", rerank_args, 0.25))
     return {
         "proxy_location": "HeadOnly",

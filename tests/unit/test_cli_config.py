@@ -36,14 +36,18 @@ def test_config_prints_a_serve_config_that_ray_accepts(tmp_path, capsys):
     schema = validate(config)
     assert schema.grpc_options.port == 9100
     names = [a.name for a in schema.applications]
-    assert names == ["embedding", "retrieval", "generation", "gateway"]  # rerank off by default
+    assert names == ["embedding", "retrieval", "rerank", "generation", "gateway"]
+    rerank = next(a for a in schema.applications if a.name == "rerank")
+    assert rerank.args == {}  # the offline default reranker: MaxSim over MiniLM, fused
     assert all(a.route_prefix == f"/{a.name}" for a in schema.applications)
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     assert load_config(path) == config
 
 
-def test_rerank_model_adds_the_rerank_app_and_turns_reranking_on(tmp_path):
+def test_reranking_can_use_a_cross_encoder_or_be_left_out(tmp_path):
+    apps = {a["name"]: a for a in local_config(tmp_path, rerank=False)["applications"]}
+    assert "rerank" not in apps and apps["gateway"]["args"]["rerank"] is False
     config = local_config(tmp_path, rerank_model="/models/reranker")
     apps = {a["name"]: a for a in config["applications"]}
     assert apps["rerank"]["args"]["model_path"] == "/models/reranker"
