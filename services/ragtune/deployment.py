@@ -24,6 +24,12 @@ DEFAULT_HTTP_PORT = 8000
 DEV_MODEL = "ragtune-dev-llama"
 
 
+# Requests a replica accepts at once. Serve's default is 5, which would starve the dynamic
+# batchers (a batch can only hold what reached the replica) and the gateway, whose requests
+# mostly wait on the other services.
+MAX_ONGOING = {"gateway": 256, "embedding": 128, "rerank": 64, "retrieval": 64, "generation": 32}
+
+
 def _app(name: str, deployment: str, args: dict[str, Any], num_cpus: float) -> dict[str, Any]:
     return {
         "name": name,
@@ -32,7 +38,12 @@ def _app(name: str, deployment: str, args: dict[str, Any], num_cpus: float) -> d
         "import_path": f"ragtune.{name}.app:build",
         "args": args,
         "deployments": [
-            {"name": deployment, "num_replicas": 1, "ray_actor_options": {"num_cpus": num_cpus}}
+            {
+                "name": deployment,
+                "num_replicas": 1,
+                "max_ongoing_requests": MAX_ONGOING[name],
+                "ray_actor_options": {"num_cpus": num_cpus},
+            }
         ],
     }
 
