@@ -51,7 +51,7 @@ def free_port() -> int:
 def serve_app(name: str, deployment: str, args: dict[str, Any]) -> Iterator[str]:
     """Run one ragtune application under a local Serve; yields the gRPC target."""
     from ragtune.common.serving import GRPC_SERVICERS
-    from ragtune.deployment import MAX_ONGOING, start_local, stop_local
+    from ragtune.deployment import app_entry, start_local, stop_local
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -60,21 +60,7 @@ def serve_app(name: str, deployment: str, args: dict[str, Any]) -> Iterator[str]
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": free_port()},
         "grpc_options": {"port": port, "grpc_servicer_functions": GRPC_SERVICERS},
-        "applications": [
-            {
-                "name": name,
-                "route_prefix": f"/{name}",
-                "import_path": f"ragtune.{name}.app:build",
-                "args": args,
-                "deployments": [
-                    {
-                        "name": deployment,
-                        "max_ongoing_requests": MAX_ONGOING[name],
-                        "ray_actor_options": {"num_cpus": 0.5},
-                    }
-                ],
-            }
-        ],
+        "applications": [app_entry(name, deployment, args, num_cpus=0.5)],
     }
     ray_tmp = tempfile.mkdtemp(prefix="rtb", dir="/tmp")
     try:

@@ -33,6 +33,22 @@ def devmodel(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def generation_service(devmodel):
+    """The generation service over the dev model with both adapters loaded (no Ray)."""
+    from ragtune.generation.config import GenerationConfig
+    from ragtune.generation.service import GenerationService
+
+    svc = GenerationService(
+        GenerationConfig(
+            model_path=str(devmodel.base_dir),
+            adapters_dir=str(devmodel.base_dir.parent / "adapters"),
+        )
+    )
+    svc.warm_up()
+    return svc
+
+
+@pytest.fixture(scope="session")
 def cross_encoder_dir(tmp_path_factory) -> Path:
     """A tiny, untrained BERT cross-encoder with the MiniLM tokenizer: it exercises the
     CrossEncoder code path; its scores carry no meaning."""

@@ -30,7 +30,8 @@ DEV_MODEL = "ragtune-dev-llama"
 MAX_ONGOING = {"gateway": 256, "embedding": 128, "rerank": 64, "retrieval": 64, "generation": 32}
 
 
-def _app(name: str, deployment: str, args: dict[str, Any], num_cpus: float) -> dict[str, Any]:
+def app_entry(name: str, deployment: str, args: dict[str, Any], num_cpus: float) -> dict[str, Any]:
+    """One ``applications:`` entry of a Serve config for ragtune's ``name`` service."""
     return {
         "name": name,
         # Every app needs a route prefix, or Serve's gRPC proxy cannot reach it.
@@ -67,17 +68,17 @@ def local_config(
     data_dir = data_dir.resolve()
     model_dir = (model_dir or data_dir / "devmodel").resolve()
     apps = [
-        _app("embedding", "Embedding", {}, 0.5),
-        _app(
+        app_entry("embedding", "Embedding", {}, 0.5),
+        app_entry(
             "retrieval", "Retrieval", {"database_url": f"sqlite:///{data_dir / 'ragtune.db'}"}, 0.25
         ),
-        _app(
+        app_entry(
             "generation",
             "Generation",
             {"model_path": str(model_dir / DEV_MODEL), "adapters_dir": str(model_dir / "adapters")},
             0.5,
         ),
-        _app(
+        app_entry(
             "gateway",
             "Gateway",
             {"keys_file": str(data_dir / "keys.yaml"), "rerank": rerank},
@@ -92,7 +93,7 @@ def local_config(
                 "model_path": rerank_model,
                 "input_order_weight": 0.0,
             }
-        apps.insert(2, _app("rerank", "Rerank", rerank_args, 0.25))
+        apps.insert(2, app_entry("rerank", "Rerank", rerank_args, 0.25))
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": http_port},

@@ -12,8 +12,6 @@ from ragtune.embedding.config import EmbeddingConfig
 from ragtune.embedding.service import EmbeddingService
 from ragtune.gateway.config import GatewayConfig
 from ragtune.gateway.service import GatewayService
-from ragtune.generation.config import GenerationConfig
-from ragtune.generation.service import GenerationService
 from ragtune.retrieval.config import RetrievalConfig
 from ragtune.retrieval.service import RetrievalService
 from ragtune.v1 import common_pb2, gateway_pb2, generation_pb2
@@ -40,15 +38,8 @@ def embedding():
 
 
 @pytest.fixture(scope="module")
-def generation(devmodel):
-    svc = GenerationService(
-        GenerationConfig(
-            model_path=str(devmodel.base_dir),
-            adapters_dir=str(devmodel.base_dir.parent / "adapters"),
-        )
-    )
-    svc.warm_up()
-    return svc
+def generation(generation_service):
+    return generation_service
 
 
 @pytest.fixture

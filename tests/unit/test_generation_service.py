@@ -8,23 +8,14 @@ import pytest
 import yaml
 
 from ragtune.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from ragtune.generation.config import GenerationConfig
-from ragtune.generation.service import GenerationService
 from ragtune.v1 import common_pb2
 from ragtune.v1 import generation_pb2 as pb
 from tests.conftest import run
 
 
 @pytest.fixture(scope="module")
-def service(devmodel):
-    svc = GenerationService(
-        GenerationConfig(
-            model_path=str(devmodel.base_dir),
-            adapters_dir=str(devmodel.base_dir.parent / "adapters"),
-        )
-    )
-    svc.warm_up()
-    return svc
+def service(generation_service):
+    return generation_service
 
 
 def generate(svc, text="Tell me about the Lyon office", **fields) -> pb.GenerateResponse:
