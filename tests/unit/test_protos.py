@@ -1,5 +1,6 @@
 """The checked-in generated code must be exactly what protos/ generates."""
 
+import re
 from pathlib import Path
 
 from ragtune.protogen import generate
@@ -20,7 +21,18 @@ def test_generated_code_matches_protos(tmp_path):
     assert not stale, f"generated code differs from protos/ for {stale}: run `make protos`"
 
 
-def test_every_proto_field_is_commented():
-    """The protos are the API reference: each service file documents itself."""
-    for proto in (REPO / "protos" / "ragtune" / "v1").glob("*.proto"):
-        assert proto.read_text().lstrip().startswith("//"), f"{proto.name} has no header comment"
+FIELD_OR_RPC = re.compile(r"^\s+((repeated |map<[^>]+> )?[\w.]+ \w+ = \d+;|rpc )")
+
+
+def test_every_field_and_rpc_is_commented():
+    """The protos are the API reference: every field and RPC has a comment just above it."""
+    bare = []
+    for proto in sorted((REPO / "protos" / "ragtune" / "v1").glob("*.proto")):
+        lines = proto.read_text().splitlines()
+        assert lines[0].startswith("//"), f"{proto.name} has no header comment"
+        bare += [
+            f"{proto.name}:{n + 1}: {line.strip()}"
+            for n, line in enumerate(lines)
+            if FIELD_OR_RPC.match(line) and not lines[n - 1].strip().startswith("//")
+        ]
+    assert not bare, "uncommented:\n" + "\n".join(bare)

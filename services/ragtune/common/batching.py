@@ -36,7 +36,6 @@ class BatchStats:
 
     batches: int = 0
     requests: int = 0
-    items: int = 0
     largest_batch_requests: int = 0
 
 
@@ -68,9 +67,6 @@ class DynamicBatcher(Generic[Item, Result]):
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._carry: _Pending | None = None  # the request that did not fit: next batch's head
-
-    def queue_depth(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
 
     async def submit(self, items: Sequence[Item], tokens: int) -> list[Result]:
         """Queue ``items`` (costing ``tokens``) and wait for their results."""
@@ -129,7 +125,6 @@ class DynamicBatcher(Generic[Item, Result]):
                 start += len(p.items)
             self.stats.batches += 1
             self.stats.requests += len(batch)
-            self.stats.items += len(flat)
             self.stats.largest_batch_requests = max(self.stats.largest_batch_requests, len(batch))
             if self.on_batch is not None:
                 self.on_batch(len(batch), len(flat), waited)

@@ -40,10 +40,6 @@ class Engine(ABC):
         """Generate a reply to chat ``messages``; closing the iterator cancels generation."""
 
     @abstractmethod
-    def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        """Prompt tokens ``messages`` would take."""
-
-    @abstractmethod
     def load_adapter(self, name: str, path: str) -> None:
         """Make ``name`` servable; blocks until no generation is using the model."""
 

@@ -87,19 +87,22 @@ class GatewayServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Answer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Answer a question on the route the gateway chooses (or the request names).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AnswerStream(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Same as Answer, streamed: route decision, then text deltas, then the rest.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Ingest(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Chunk, embed and store documents; idempotent by doc_id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -112,31 +115,36 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteCollection(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes one of the caller's collections with all its chunks.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCollections(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The caller's collections.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAdapters(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Adapters the generation service knows, loaded or not.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LoadAdapter(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Load an adapter while serving (admin keys only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnloadAdapter(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Unload an adapter while serving (admin keys only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -111,9 +111,6 @@ class TransformersEngine(Engine):
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         return self.tokenizer(text)["input_ids"]
 
-    def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        return len(self._prompt_ids(messages))
-
     def _generate(
         self,
         ids: list[int],
