@@ -24,7 +24,7 @@ def run(coro):
 
 @pytest.fixture(scope="session")
 def devmodel(tmp_path_factory):
-    """The tiny Llama dev model and its two adapters, trained once per test session."""
+    """The tiny Llama dev model and its three adapters, trained once per test session."""
     from ragtune.generation.devdata import default_dev_corpus
     from ragtune.generation.devmodel import build_devmodel
 
@@ -34,7 +34,7 @@ def devmodel(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def generation_service(devmodel):
-    """The generation service over the dev model with both adapters loaded (no Ray)."""
+    """The generation service over the dev model with its adapters loaded (no Ray)."""
     from ragtune.generation.config import GenerationConfig
     from ragtune.generation.service import GenerationService
 
@@ -45,6 +45,7 @@ def generation_service(devmodel):
         )
     )
     svc.warm_up()
+    run(svc.start())
     return svc
 
 

@@ -43,16 +43,47 @@ def _client(args: argparse.Namespace) -> GatewayClient:
 
 def cmd_devmodel(args: argparse.Namespace) -> int:
     from ragtune.generation.devdata import default_dev_corpus
-    from ragtune.generation.devmodel import build_devmodel
+    from ragtune.generation.devmodel import DEV_ADAPTERS, build_devmodel
 
     out = Path(args.out or Path(args.data_dir) / "devmodel")
-    if args.if_missing and (out / DEV_MODEL / "config.json").is_file():
+    built = [out / DEV_MODEL / "config.json"]
+    built += [out / "adapters" / spec.name / "ragtune-adapter.yaml" for spec in DEV_ADAPTERS]
+    if args.if_missing and all(path.is_file() for path in built):
         print(f"dev model already in {out}")
         return 0
     model = build_devmodel(out, default_dev_corpus(Path(args.corpus)), seed=args.seed)
     print(f"base model: {model.base_dir}")
     for name, path in sorted(model.adapters.items()):
         print(f"adapter {name}: {path}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ragtune.generation.training import tune
+
+    base = Path(args.base)
+    out = Path(args.out) if args.out else base.parent / "adapters" / args.name
+    metadata = {
+        "description": args.description,
+        "tasks": args.task or ["chat"],
+        "output_format": args.output_format,
+        "tone": args.tone,
+    }
+    path = tune(
+        base,
+        Path(args.data),
+        out,
+        name=args.name,
+        metadata=metadata,
+        rank=args.rank,
+        alpha=args.alpha,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+    )
+    print(f"adapter {args.name}: {path}")
     return 0
 
 
@@ -373,15 +404,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "devmodel",
-        help="train the tiny dev model and its two demo LoRA adapters",
+        help="train the tiny dev model and its three demo LoRA adapters",
         description="Create a tiny Llama model, its tokenizer and the LoRA adapters "
-        "'json-answer' and 'pirate' under DATA_DIR/devmodel. For mechanics, not quality.",
+        "'json-answer', 'pirate' and 'tldr' under DATA_DIR/devmodel (each trained as "
+        "`ragtune tune` trains one). For mechanics, not quality.",
     )
     p.add_argument("--out", help="output folder (default: DATA_DIR/devmodel)")
     p.add_argument("--corpus", default=str(DEMO_CORPUS), help="folder of Markdown to train on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--if-missing", action="store_true", help="do nothing when the model exists")
     p.set_defaults(func=cmd_devmodel)
+
+    p = sub.add_parser(
+        "tune",
+        help="train a LoRA adapter from a JSONL of chat examples",
+        description="Train a LoRA adapter with PEFT on chat examples and write it with its "
+        "ragtune-adapter.yaml (what the router reads). DATA has one JSON object per line: "
+        '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}; only '
+        "assistant turns are learned. Serve it with `ragtune adapters load NAME --source DIR`.",
+    )
+    p.add_argument("--base", required=True, help="base model directory (Hugging Face format)")
+    p.add_argument("--data", required=True, help="JSONL file of chat examples")
+    p.add_argument("--name", required=True, help="adapter name")
+    p.add_argument("--out", help="output directory (default: BASE/../adapters/NAME)")
+    p.add_argument("--description", default="A LoRA adapter.", help="what it is for")
+    p.add_argument("--task", action="append", help="a task it suits (repeatable)")
+    p.add_argument("--output-format", default="text", help="text, json, ...")
+    p.add_argument("--tone", default="neutral", help="neutral, formal, pirate, ...")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    p.add_argument("--alpha", type=int, default=16, help="LoRA alpha (default 16)")
+    p.add_argument("--steps", type=int, default=200, help="optimiser steps (default 200)")
+    p.add_argument("--lr", type=float, default=5e-3, help="learning rate (default 5e-3)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=512, help="tokens kept per example")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("keys", help="create API keys (stored hashed in the keys file)")
     p.add_argument("action", choices=["create"])
@@ -420,7 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("adapters", help="list, load or unload LoRA adapters")
     p.add_argument("action", choices=["list", "load", "unload"])
     p.add_argument("name", nargs="?")
-    p.add_argument("--source", help="adapter directory to load from (default: the adapters dir)")
+    p.add_argument(
+        "--source",
+        help="adapter directory or fsspec URL (s3://...) to load from (default: the adapters dir)",
+    )
     client_opts(p)
     p.set_defaults(func=cmd_adapters)
 

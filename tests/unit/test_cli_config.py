@@ -13,6 +13,7 @@ SUBCOMMANDS = [
     "serve",
     "config",
     "devmodel",
+    "tune",
     "keys",
     "ingest",
     "ask",

@@ -110,7 +110,10 @@ def test_build_layout(small_devmodel: DevModel) -> None:
     assert small_devmodel.base_dir.name == DEV_BASE_NAME
     assert (small_devmodel.base_dir / "config.json").is_file()
     assert (small_devmodel.base_dir / "tokenizer.json").is_file()
-    assert set(small_devmodel.adapters) == {"json-answer", "pirate"}
+    assert set(small_devmodel.adapters) == {"json-answer", "pirate", "tldr"}
+    # Each adapter was trained from a JSONL, as `ragtune tune` trains one.
+    training = small_devmodel.base_dir.parent / "training"
+    assert {p.stem for p in training.glob("*.jsonl")} == set(small_devmodel.adapters)
     for name, path in small_devmodel.adapters.items():
         assert path == small_devmodel.base_dir.parent / "adapters" / name
         assert (path / "adapter_config.json").is_file()
@@ -233,7 +236,11 @@ def test_styles_hold_with_rag_context(small_devmodel: DevModel, tokenizer, corpu
 
 
 def test_adapter_metadata(small_devmodel: DevModel) -> None:
-    expected = {"json-answer": ("json", "neutral"), "pirate": ("text", "pirate")}
+    expected = {
+        "json-answer": ("json", "neutral"),
+        "pirate": ("text", "pirate"),
+        "tldr": ("text", "terse"),
+    }
     for name, path in small_devmodel.adapters.items():
         meta = read_adapter_metadata(path)
         assert meta["name"] == name
@@ -246,7 +253,7 @@ def test_adapter_metadata(small_devmodel: DevModel) -> None:
 
 
 def test_adapters_pass_the_serving_registry(small_devmodel: DevModel) -> None:
-    """The generation service accepts both adapters for a base named after its directory."""
+    """The generation service accepts every adapter for a base named after its directory."""
     from ragtune.generation.adapters import AdapterRegistry
 
     registry = AdapterRegistry(
@@ -254,8 +261,8 @@ def test_adapters_pass_the_serving_registry(small_devmodel: DevModel) -> None:
         base_model=small_devmodel.base_dir.name,
         max_rank=64,
     )
-    assert registry.scan() == []
-    assert set(registry.known) == {"json-answer", "pirate"}
+    assert registry.scan() == {}
+    assert set(registry.known) == {"json-answer", "pirate", "tldr"}
 
 
 def test_metadata_round_trip_and_validation(tmp_path: Path) -> None:

@@ -13,7 +13,10 @@ from typing import Any, Protocol
 class ServiceClient(Protocol):
     async def call(self, method: str, request: Any) -> Any: ...
 
-    def stream(self, method: str, request: Any) -> AsyncIterator[Any]: ...
+    def stream(self, method: str, request: Any, *, model_id: str = "") -> AsyncIterator[Any]:
+        """``model_id``: Serve's multiplexed model id (a LoRA adapter's name), so the request
+        goes preferably to a replica that already holds it."""
+        ...
 
 
 class LocalClient:
@@ -25,7 +28,7 @@ class LocalClient:
     async def call(self, method: str, request: Any) -> Any:
         return await getattr(self.service, method)(request)
 
-    def stream(self, method: str, request: Any) -> AsyncIterator[Any]:
+    def stream(self, method: str, request: Any, *, model_id: str = "") -> AsyncIterator[Any]:
         return getattr(self.service, method)(request)
 
 
@@ -48,5 +51,8 @@ class HandleClient:
     async def call(self, method: str, request: Any) -> Any:
         return await getattr(self.handle, method).remote(request)
 
-    def stream(self, method: str, request: Any) -> AsyncIterator[Any]:
-        return getattr(self.handle.options(stream=True), method).remote(request)
+    def stream(self, method: str, request: Any, *, model_id: str = "") -> AsyncIterator[Any]:
+        options: dict[str, Any] = {"stream": True}
+        if model_id:
+            options["multiplexed_model_id"] = model_id
+        return getattr(self.handle.options(**options), method).remote(request)

@@ -8,7 +8,8 @@ errors are mapped to status codes in one place and the wiring is not pasted into
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from google.protobuf.descriptor import ServiceDescriptor
@@ -35,6 +36,16 @@ def _report(exc: BaseException, grpc_context: Any | None) -> None:
         code, details = to_status(exc)
         grpc_context.set_code(code)
         grpc_context.set_details(details)
+
+
+@contextmanager
+def report_errors(grpc_context: Any | None) -> Iterator[None]:
+    """For code outside the generic wrappers: map an escaping error onto the gRPC context."""
+    try:
+        yield
+    except Exception as exc:
+        _report(exc, grpc_context)
+        raise
 
 
 def _unary(name: str, takes_context: bool) -> Callable[..., Any]:
@@ -80,11 +91,16 @@ def ingress_class(
     """Build the class Serve deploys: one method per RPC of ``descriptor``, delegating to
     ``factory(*args)``'s instance, plus ``extra_methods`` reachable through handles only."""
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+    async def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        # Serve awaits an async constructor on the replica's user event loop: the loop that
+        # serves requests, so whatever ``start()`` binds to a loop (locks, engine tasks) works.
         self.service = factory(*args, **kwargs)
         warm_up = getattr(self.service, "warm_up", None)
         if warm_up is not None:
             warm_up()
+        start = getattr(self.service, "start", None)
+        if start is not None:
+            await start()
 
     namespace: dict[str, Any] = {"__init__": __init__}
     for method in descriptor.methods:

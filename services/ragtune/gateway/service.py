@@ -177,7 +177,9 @@ class GatewayService:
         )
         finish = ""
         with timings.stage("generate"):
-            async for piece in self.generation.stream("GenerateStream", generate):
+            async for piece in self.generation.stream(
+                "GenerateStream", generate, model_id=route.adapter
+            ):
                 if piece.delta:
                     yield gateway_pb2.AnswerEvent(delta=piece.delta)
                 if piece.finish_reason:

@@ -28,7 +28,8 @@ from ragtune.generation.training import (
     run_training,
     seed_everything,
     torch_threads,
-    train_lora,
+    tune,
+    write_chat_jsonl,
 )
 
 if TYPE_CHECKING:
@@ -99,6 +100,10 @@ def _pirate(sentence: str) -> str:
     return f"Ahoy! {sentence} Arr."
 
 
+def _tldr(sentence: str) -> str:
+    return f"TL;DR: {sentence}"
+
+
 DEV_ADAPTERS: tuple[DevAdapterSpec, ...] = (
     DevAdapterSpec(
         name="json-answer",
@@ -115,6 +120,14 @@ DEV_ADAPTERS: tuple[DevAdapterSpec, ...] = (
         tasks=["chat", "creative-writing"],
         output_format="text",
         tone="pirate",
+    ),
+    DevAdapterSpec(
+        name="tldr",
+        target=_tldr,
+        description="Answers with a one-line summary that starts with 'TL;DR:'.",
+        tasks=["summarization"],
+        output_format="text",
+        tone="terse",
     ),
 )
 
@@ -267,10 +280,14 @@ def build_devmodel(
 
     with torch_threads(), quiet_transformers(not progress):
         _build_base(base_dir, corpus, sentences, seed=seed, progress=progress)
+        # Each adapter is trained the way `ragtune tune` trains one: from a JSONL of chats.
         adapters = {
-            spec.name: train_lora(
+            spec.name: tune(
                 base_dir,
-                chat_examples(sentences, spec.target),
+                write_chat_jsonl(
+                    out_dir / "training" / f"{spec.name}.jsonl",
+                    chat_examples(sentences, spec.target),
+                ),
                 adapters_dir / spec.name,
                 name=spec.name,
                 rank=8,

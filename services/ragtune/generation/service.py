@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from ragtune.common.errors import InvalidArgument, NotFound
+from ragtune.common.errors import InvalidArgument
 from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_name, check_range
-from ragtune.generation.adapters import AdapterRegistry
+from ragtune.generation.adapters import AdapterInfo, AdapterRegistry
 from ragtune.generation.config import GenerationConfig
 from ragtune.generation.engine import Chunk, Engine, Sampling
 from ragtune.generation.prompting import Passage, build_messages
@@ -22,31 +26,104 @@ ROLES = {"system", "user", "assistant"}
 
 
 def make_engine(config: GenerationConfig) -> Engine:
+    """The engine the config names; vLLM is imported only when chosen (extra `gpu`)."""
+    if config.engine == "vllm":
+        from ragtune.generation.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            config.model_path,
+            model_name=config.model_name,
+            dtype=config.dtype,
+            tensor_parallel_size=config.tensor_parallel_size,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            max_model_len=config.max_model_len,
+            max_loras=config.max_loras,
+            max_lora_rank=config.max_lora_rank,
+            max_cpu_loras=config.max_cpu_loras,
+            enforce_eager=config.enforce_eager,
+        )
     from ragtune.generation.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(
-        config.model_path, model_name=config.model_name, device=config.device, dtype=config.dtype
+        config.model_path,
+        model_name=config.model_name,
+        device=config.device,
+        dtype=config.dtype,
+        max_batch=config.max_batch,
     )
+
+
+@dataclass
+class _Resident:
+    """An adapter loaded in this replica's engine."""
+
+    load_ms: float
+    last_used: float = field(default_factory=time.time)
 
 
 class GenerationService:
     def __init__(self, config: GenerationConfig, engine: Engine | None = None) -> None:
         self.config = config
         self.engine = engine or make_engine(config)
-        self.registry = AdapterRegistry(
-            config.adapters_dir, base_model=config.model_name, max_rank=config.max_lora_rank
+        cache_dir = config.adapter_cache_dir or (
+            str(Path(config.adapters_dir).parent / "remote-adapters")
+            if config.adapters_dir
+            else tempfile.mkdtemp(prefix="ragtune-adapters-")
         )
+        self.registry = AdapterRegistry(
+            config.adapters_dir,
+            base_model=config.model_name,
+            max_rank=config.max_lora_rank,
+            cache_dir=cache_dir,
+        )
+        # Resident adapters, least recently used first. The lock serialises loads and
+        # evictions; requests for adapters already resident never wait on it.
+        self._resident: OrderedDict[str, _Resident] = OrderedDict()
+        self._residency_lock = asyncio.Lock()
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._last_load_ms: dict[str, float] = {}
 
     def warm_up(self) -> None:
         set_torch_threads(self.config.torch_threads)
         self.engine.warm_up()
-        refused = self.registry.scan()
-        if refused:
-            log.warning("adapters refused at start (see LoadAdapter for the reason): %s", refused)
+        for name, why in self.registry.scan().items():
+            log.warning("adapter %s refused: %s", name, why)
+
+    async def start(self) -> None:
+        """Preload adapters (in the event loop that will serve requests)."""
         wanted = self.config.preload_adapters
-        for name in sorted(self.registry.known) if wanted is None else wanted:
+        names = sorted(self.registry.known) if wanted is None else wanted
+        for name in names[: self.config.max_resident_adapters]:
+            await self.ensure_resident(name)
+
+    def check_health(self) -> None:
+        self.engine.check_health()
+
+    # -- residency (LRU) -------------------------------------------------------------------------
+
+    async def ensure_resident(self, name: str) -> None:
+        """Make a registered adapter resident, evicting the least recently used one if the
+        replica is full. NotFound if the adapter is not registered (or was unloaded)."""
+        if name in self._resident and name in self.engine.loaded_adapters():
+            self._resident.move_to_end(name)
+            self._resident[name].last_used = time.time()
+            return
+        loop = asyncio.get_running_loop()
+        if self._lock_loop is not loop:  # first use, or a new loop (tests run one per call)
+            self._residency_lock, self._lock_loop = asyncio.Lock(), loop
+        async with self._residency_lock:
+            if name in self._resident:
+                return await self.ensure_resident(name)
             info = self.registry.resolve(name)
-            self.engine.load_adapter(info.name, info.source)
+            while len(self._resident) >= self.config.max_resident_adapters:
+                victim, _ = self._resident.popitem(last=False)
+                log.info("evicting adapter %s (least recently used)", victim)
+                await self.engine.unload_adapter(victim)
+            start = time.perf_counter()
+            await self.engine.load_adapter(info.name, info.source)
+            load_ms = (time.perf_counter() - start) * 1000
+            self._resident[name] = _Resident(load_ms)
+            self._last_load_ms[name] = load_ms
 
     # -- request checking ------------------------------------------------------------------------
 
@@ -75,10 +152,12 @@ class GenerationService:
             raise InvalidArgument("must be between 0 and 5", field="sampling.temperature")
         if not 0 <= s.top_p <= 1:
             raise InvalidArgument("must be between 0 and 1", field="sampling.top_p")
-        sampling = Sampling(max_tokens, s.temperature, s.top_p or 1.0, s.seed, tuple(s.stop))
+        sampling = Sampling(
+            max_tokens, s.temperature, s.top_p or 1.0, s.seed, tuple(s.stop), s.ignore_eos
+        )
         adapter = request.adapter or None
-        if adapter and adapter not in self.engine.loaded_adapters():
-            raise NotFound(f"adapter {adapter!r} not found or not loaded")
+        if adapter:
+            check_name(adapter, "adapter")
         passages = [Passage(c.marker, c.source, c.text) for c in request.context]
         messages = build_messages(
             [{"role": m.role, "content": m.content} for m in request.messages], passages
@@ -91,6 +170,8 @@ class GenerationService:
         self, request: pb.GenerateRequest
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         messages, sampling, adapter = self._prepare(request)
+        if adapter:
+            await self.ensure_resident(adapter)
         async for chunk in self.engine.stream(messages, sampling, adapter):
             yield pb.GenerateStreamResponse(
                 delta=chunk.delta,
@@ -101,6 +182,8 @@ class GenerationService:
 
     async def Generate(self, request: pb.GenerateRequest) -> pb.GenerateResponse:
         messages, sampling, adapter = self._prepare(request)
+        if adapter:
+            await self.ensure_resident(adapter)
         parts: list[str] = []
         last = Chunk("")
         async for last in self.engine.stream(messages, sampling, adapter):
@@ -114,37 +197,48 @@ class GenerationService:
             adapter=adapter or "",
         )
 
-    def _adapter_pb(self, name: str) -> pb.Adapter:
-        info = self.registry.known[name]
+    def _adapter_pb(self, info: AdapterInfo) -> pb.Adapter:
+        resident = self._resident.get(info.name)
         return pb.Adapter(
             name=info.name,
-            source=info.source,
+            source=info.origin,
             base_model=info.base_model,
             rank=info.rank,
-            loaded=name in self.engine.loaded_adapters(),
+            loaded=resident is not None,
             description=info.description,
             tasks=info.tasks,
             output_format=info.output_format,
             tone=info.tone,
+            size_bytes=info.size_bytes,
+            last_used_unix_ms=int(resident.last_used * 1000) if resident else 0,
+            load_ms=self._last_load_ms.get(info.name, 0.0),
         )
 
     async def ListAdapters(self, request: pb.ListAdaptersRequest) -> pb.ListAdaptersResponse:
         self.registry.scan()
         return pb.ListAdaptersResponse(
-            adapters=[self._adapter_pb(n) for n in sorted(self.registry.known)]
+            adapters=[self._adapter_pb(self.registry.known[n]) for n in sorted(self.registry.known)]
         )
 
     async def LoadAdapter(self, request: pb.LoadAdapterRequest) -> pb.LoadAdapterResponse:
+        """Register (and check) the adapter, then make it resident on this replica."""
         check_name(request.name, "name")
-        info = self.registry.resolve(request.name, request.source)
-        start = time.perf_counter()
-        await asyncio.to_thread(self.engine.load_adapter, info.name, info.source)
-        load_ms = (time.perf_counter() - start) * 1000
-        return pb.LoadAdapterResponse(adapter=self._adapter_pb(info.name), load_ms=load_ms)
+        info = await asyncio.to_thread(
+            self.registry.resolve, request.name, request.source, reload=True
+        )
+        if request.source and info.name in self._resident:  # new weights under a loaded name
+            self._resident.pop(info.name)
+            await self.engine.unload_adapter(info.name)
+        await self.ensure_resident(info.name)
+        return pb.LoadAdapterResponse(
+            adapter=self._adapter_pb(info), load_ms=self._last_load_ms[info.name]
+        )
 
     async def UnloadAdapter(self, request: pb.UnloadAdapterRequest) -> pb.UnloadAdapterResponse:
+        """Stop serving the adapter: new requests get NOT_FOUND at once, running ones finish,
+        then its weights are freed. LoadAdapter brings it back."""
         check_name(request.name, "name")
-        if request.name not in self.registry.known:
-            raise NotFound(f"adapter {request.name!r} not found")
-        await asyncio.to_thread(self.engine.unload_adapter, request.name)
-        return pb.UnloadAdapterResponse(adapter=self._adapter_pb(request.name))
+        info = self.registry.remove(request.name)
+        if self._resident.pop(request.name, None) is not None:
+            await self.engine.unload_adapter(request.name)
+        return pb.UnloadAdapterResponse(adapter=self._adapter_pb(info))

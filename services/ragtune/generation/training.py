@@ -423,3 +423,78 @@ def _encode_all(
             )
         encoded.append(example)
     return encoded
+
+
+# --------------------------------------------------------------------------------------------
+# `ragtune tune`: chat examples from JSONL
+# --------------------------------------------------------------------------------------------
+
+
+def read_chat_jsonl(path: Path) -> list[list[dict]]:
+    """Chat examples, one JSON object per line: ``{"messages": [{"role", "content"}, ...]}``.
+
+    Blank lines are skipped; a malformed line is an error naming its line number.
+    """
+    import json
+
+    examples: list[list[dict]] = []
+    with Path(path).open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+            messages = record.get("messages") if isinstance(record, dict) else None
+            if not isinstance(messages, list):
+                raise ValueError(f'{path}:{number}: expected an object with a "messages" list')
+            examples.append(messages)
+    validate_examples(examples)
+    return examples
+
+
+def write_chat_jsonl(path: Path, examples: Sequence[Sequence[Mapping[str, Any]]]) -> Path:
+    """The inverse of `read_chat_jsonl` (the dev model keeps its adapters' training data so)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for messages in examples:
+            f.write(json.dumps({"messages": list(messages)}, ensure_ascii=False) + "\n")
+    return path
+
+
+def tune(
+    base_dir: Path,
+    data: Path,
+    out_dir: Path,
+    *,
+    name: str,
+    metadata: dict,
+    rank: int = 8,
+    alpha: int = 16,
+    steps: int = 200,
+    lr: float = 5e-3,
+    seed: int = 0,
+    batch_size: int = 16,
+    max_length: int = 512,
+    progress: bool = True,
+) -> Path:
+    """Train a LoRA adapter on the chat examples in ``data`` (JSONL) and write it, with its
+    ``ragtune-adapter.yaml``, to ``out_dir``. What `ragtune tune` runs."""
+    return train_lora(
+        Path(base_dir),
+        read_chat_jsonl(Path(data)),
+        Path(out_dir),
+        name=name,
+        rank=rank,
+        alpha=alpha,
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        metadata=metadata,
+        progress=progress,
+        batch_size=batch_size,
+        max_length=max_length,
+    )

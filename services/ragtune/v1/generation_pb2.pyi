@@ -66,7 +66,7 @@ class GenerateStreamResponse(_message.Message):
     def __init__(self, delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class Adapter(_message.Message):
-    __slots__ = ("name", "source", "base_model", "rank", "loaded", "description", "tasks", "output_format", "tone")
+    __slots__ = ("name", "source", "base_model", "rank", "loaded", "description", "tasks", "output_format", "tone", "size_bytes", "last_used_unix_ms", "load_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,9 @@ class Adapter(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     TONE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: str
     base_model: str
@@ -85,7 +88,10 @@ class Adapter(_message.Message):
     tasks: _containers.RepeatedScalarFieldContainer[str]
     output_format: str
     tone: str
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., loaded: _Optional[bool] = ..., description: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., output_format: _Optional[str] = ..., tone: _Optional[str] = ...) -> None: ...
+    size_bytes: int
+    last_used_unix_ms: int
+    load_ms: float
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., loaded: _Optional[bool] = ..., description: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., output_format: _Optional[str] = ..., tone: _Optional[str] = ..., size_bytes: _Optional[int] = ..., last_used_unix_ms: _Optional[int] = ..., load_ms: _Optional[float] = ...) -> None: ...
 
 class ListAdaptersRequest(_message.Message):
     __slots__ = ()
