@@ -399,6 +399,7 @@ class VLLMEngine(Engine):
             "top_p": 1.0 if greedy else sampling.top_p,
             "seed": sampling.seed or None,  # 0: no seed
             "stop": list(sampling.stop) or None,  # stop strings are cut from the output text
+            "ignore_eos": sampling.ignore_eos,  # benchmarks: exactly max_tokens
         }
         try:
             from vllm.sampling_params import RequestOutputKind
