@@ -32,9 +32,8 @@ def devmodel(tmp_path_factory):
     return build_devmodel(out, default_dev_corpus(DEMO_CORPUS), seed=0, progress=False)
 
 
-@pytest.fixture(scope="session")
-def generation_service(devmodel):
-    """The generation service over the dev model with its adapters loaded (no Ray)."""
+def make_generation_service(devmodel, **config):
+    """A started generation service over the dev model (no Ray); ``config`` overrides."""
     from ragtune.generation.config import GenerationConfig
     from ragtune.generation.service import GenerationService
 
@@ -42,11 +41,18 @@ def generation_service(devmodel):
         GenerationConfig(
             model_path=str(devmodel.base_dir),
             adapters_dir=str(devmodel.base_dir.parent / "adapters"),
+            **config,
         )
     )
     svc.warm_up()
     run(svc.start())
     return svc
+
+
+@pytest.fixture(scope="session")
+def generation_service(devmodel):
+    """The generation service over the dev model with its adapters loaded (no Ray)."""
+    return make_generation_service(devmodel)
 
 
 @pytest.fixture(scope="session")

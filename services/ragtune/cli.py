@@ -82,6 +82,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         max_length=args.max_length,
+        progress=True,
     )
     print(f"adapter {args.name}: {path}")
     return 0

@@ -12,11 +12,9 @@ import pytest
 import yaml
 
 from ragtune.common.errors import InvalidArgument, NotFound
-from ragtune.generation.config import GenerationConfig
-from ragtune.generation.service import GenerationService
 from ragtune.v1 import common_pb2
 from ragtune.v1 import generation_pb2 as pb
-from tests.conftest import run
+from tests.conftest import make_generation_service, run
 
 # What each adapter was trained to do to the base model's answer.
 STYLE = {
@@ -31,19 +29,6 @@ QUESTIONS = [
     "What is the warranty?",
     "Who runs support?",
 ]
-
-
-def make_service(devmodel, **config) -> GenerationService:
-    svc = GenerationService(
-        GenerationConfig(
-            model_path=str(devmodel.base_dir),
-            adapters_dir=str(devmodel.base_dir.parent / "adapters"),
-            **config,
-        )
-    )
-    svc.warm_up()
-    run(svc.start())
-    return svc
 
 
 def request(question: str, adapter: str = "", **sampling) -> pb.GenerateRequest:
@@ -67,7 +52,7 @@ async def stream_text(svc, req) -> tuple[str, str, float]:
 
 @pytest.fixture(scope="module")
 def service(devmodel):
-    return make_service(devmodel)
+    return make_generation_service(devmodel)
 
 
 def test_fifty_six_concurrent_requests_over_three_adapters_and_base_do_not_cross_talk(service):
@@ -90,7 +75,7 @@ def test_fifty_six_concurrent_requests_over_three_adapters_and_base_do_not_cross
 
 
 def test_a_new_request_joins_the_running_batch_between_decode_steps(devmodel):
-    svc = make_service(devmodel, preload_adapters=["pirate"])
+    svc = make_generation_service(devmodel, preload_adapters=["pirate"])
     long = request("Tell me everything.", max_tokens=300, ignore_eos=True)
 
     async def staggered():
@@ -133,7 +118,7 @@ def test_cancelling_a_stream_stops_its_generation_in_the_engine(service):
 
 
 def test_hot_swap_while_requests_stream_fails_and_stalls_nothing(devmodel):
-    svc = make_service(devmodel, preload_adapters=["json-answer", "pirate"])
+    svc = make_generation_service(devmodel, preload_adapters=["json-answer", "pirate"])
     assert {
         a.name for a in run(svc.ListAdapters(pb.ListAdaptersRequest())).adapters if a.loaded
     } == {
@@ -144,14 +129,17 @@ def test_hot_swap_while_requests_stream_fails_and_stalls_nothing(devmodel):
 
     async def swap_under_load():
         streams = [asyncio.create_task(stream_text(svc, request(q, a))) for a, q in jobs]
-        await asyncio.sleep(0.05)  # requests are mid-generation
+        await asyncio.sleep(0.05)  # let them start generating
+        running_at_start = svc.engine.stats().running
         loaded, unloaded = await asyncio.gather(
             svc.LoadAdapter(pb.LoadAdapterRequest(name="tldr")),
             svc.UnloadAdapter(pb.UnloadAdapterRequest(name="pirate")),
         )
-        return loaded, unloaded, await asyncio.gather(*streams)
+        running_at_end = svc.engine.stats().running
+        return loaded, unloaded, running_at_start, running_at_end, await asyncio.gather(*streams)
 
-    loaded, unloaded, results = run(swap_under_load())
+    loaded, unloaded, at_start, at_end, results = run(swap_under_load())
+    assert at_start > 0 and at_end > 0  # the swap really happened while requests ran
     assert loaded.adapter.loaded and loaded.load_ms > 0 and not unloaded.adapter.loaded
     for (adapter, _), (text, finish, gap) in zip(jobs, results, strict=True):
         assert finish == "stop" and STYLE[adapter](text), (adapter, text)
@@ -211,7 +199,7 @@ def test_bad_adapters_are_refused_with_invalid_argument_while_serving(service, d
 
 
 def test_resident_adapters_are_kept_under_an_lru_capacity(devmodel):
-    svc = make_service(devmodel, max_resident_adapters=2, preload_adapters=[])
+    svc = make_generation_service(devmodel, max_resident_adapters=2, preload_adapters=[])
     for adapter in ("json-answer", "pirate", "tldr"):
         assert STYLE[adapter](run(svc.Generate(request(QUESTIONS[1], adapter))).text)
     listed = {a.name: a for a in run(svc.ListAdapters(pb.ListAdaptersRequest())).adapters}

@@ -30,34 +30,27 @@ GRPC_SERVICERS = [
 """Servicer functions for Serve's gRPC proxy (``grpc_options.grpc_servicer_functions``)."""
 
 
-def _report(exc: BaseException, grpc_context: Any | None) -> None:
-    """Put the mapped status on the gRPC context so Serve's proxy sends it instead of INTERNAL."""
-    if grpc_context is not None:
-        code, details = to_status(exc)
-        grpc_context.set_code(code)
-        grpc_context.set_details(details)
-
-
 @contextmanager
 def report_errors(grpc_context: Any | None) -> Iterator[None]:
-    """For code outside the generic wrappers: map an escaping error onto the gRPC context."""
+    """Put an escaping error's mapped status on the gRPC context, so Serve's proxy sends it
+    instead of INTERNAL, then let it propagate."""
     try:
         yield
     except Exception as exc:
-        _report(exc, grpc_context)
+        if grpc_context is not None:
+            code, details = to_status(exc)
+            grpc_context.set_code(code)
+            grpc_context.set_details(details)
         raise
 
 
 def _unary(name: str, takes_context: bool) -> Callable[..., Any]:
     async def rpc(self: Any, request: Any, grpc_context: Any = None) -> Any:
         method = getattr(self.service, name)
-        try:
+        with report_errors(grpc_context):
             if takes_context:
                 return await method(request, CallContext.from_grpc(grpc_context))
             return await method(request)
-        except Exception as exc:
-            _report(exc, grpc_context)
-            raise
 
     rpc.__name__ = name
     return rpc
@@ -66,7 +59,7 @@ def _unary(name: str, takes_context: bool) -> Callable[..., Any]:
 def _streaming(name: str, takes_context: bool) -> Callable[..., AsyncIterator[Any]]:
     async def rpc(self: Any, request: Any, grpc_context: Any = None) -> AsyncIterator[Any]:
         method = getattr(self.service, name)
-        try:
+        with report_errors(grpc_context):
             stream = (
                 method(request, CallContext.from_grpc(grpc_context))
                 if takes_context
@@ -74,9 +67,6 @@ def _streaming(name: str, takes_context: bool) -> Callable[..., AsyncIterator[An
             )
             async for message in stream:
                 yield message
-        except Exception as exc:
-            _report(exc, grpc_context)
-            raise
 
     rpc.__name__ = name
     return rpc
@@ -103,6 +93,14 @@ def ingress_class(
             await start()
 
     namespace: dict[str, Any] = {"__init__": __init__}
+    if hasattr(service_cls, "shutdown"):
+
+        async def __del__(self: Any) -> None:
+            # Serve awaits this when it stops the replica: free what the service holds (GPU).
+            if hasattr(self, "service"):
+                await self.service.shutdown()
+
+        namespace["__del__"] = __del__
     for method in descriptor.methods:
         impl = getattr(service_cls, method.name, None)
         if impl is None:

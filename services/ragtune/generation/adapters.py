@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ragtune.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from ragtune.common.errors import InvalidArgument, NotFound
 from ragtune.common.validation import check_name
 
 ADAPTER_METADATA_FILE = "ragtune-adapter.yaml"
@@ -246,7 +246,7 @@ class AdapterRegistry:
                 continue
             try:
                 self.register(path.name, str(path))
-            except (NotFound, FailedPrecondition, InvalidArgument) as exc:
+            except (NotFound, InvalidArgument) as exc:
                 refused[path.name] = str(exc)
         return refused
 
@@ -257,8 +257,10 @@ class AdapterRegistry:
         if source.startswith("file://"):
             source = source[len("file://") :]
         if is_url(source):
-            if self.cache_dir is None:
-                raise FailedPrecondition("no adapter_cache_dir is configured for remote sources")
+            if self.cache_dir is None:  # made on first use: most services never need one
+                import tempfile
+
+                self.cache_dir = Path(tempfile.mkdtemp(prefix="ragtune-adapters-"))
             source = str(fetch_adapter(name, source, self.cache_dir))
         info = inspect_adapter(name, source, base_model=self.base_model, max_rank=self.max_rank)
         info.origin = origin

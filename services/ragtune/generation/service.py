@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragtune.common.errors import InvalidArgument
@@ -53,14 +51,6 @@ def make_engine(config: GenerationConfig) -> Engine:
     )
 
 
-@dataclass
-class _Resident:
-    """An adapter loaded in this replica's engine."""
-
-    load_ms: float
-    last_used: float = field(default_factory=time.time)
-
-
 class GenerationService:
     def __init__(self, config: GenerationConfig, engine: Engine | None = None) -> None:
         self.config = config
@@ -68,7 +58,7 @@ class GenerationService:
         cache_dir = config.adapter_cache_dir or (
             str(Path(config.adapters_dir).parent / "remote-adapters")
             if config.adapters_dir
-            else tempfile.mkdtemp(prefix="ragtune-adapters-")
+            else None  # a temporary folder, made by the registry on first use
         )
         self.registry = AdapterRegistry(
             config.adapters_dir,
@@ -76,12 +66,12 @@ class GenerationService:
             max_rank=config.max_lora_rank,
             cache_dir=cache_dir,
         )
-        # Resident adapters, least recently used first. The lock serialises loads and
-        # evictions; requests for adapters already resident never wait on it.
-        self._resident: OrderedDict[str, _Resident] = OrderedDict()
+        # Resident adapters -> when last used (Unix s), least recently used first. The lock
+        # serialises loads and evictions; requests for resident adapters never wait on it.
+        self._resident: OrderedDict[str, float] = OrderedDict()
         self._residency_lock = asyncio.Lock()
         self._lock_loop: asyncio.AbstractEventLoop | None = None
-        self._last_load_ms: dict[str, float] = {}
+        self._load_ms: dict[str, float] = {}  # each adapter's latest load time
 
     def warm_up(self) -> None:
         set_torch_threads(self.config.torch_threads)
@@ -94,36 +84,41 @@ class GenerationService:
         wanted = self.config.preload_adapters
         names = sorted(self.registry.known) if wanted is None else wanted
         for name in names[: self.config.max_resident_adapters]:
-            await self.ensure_resident(name)
+            await self.ensure_resident(name, use=False)
 
     def check_health(self) -> None:
         self.engine.check_health()
 
     # -- residency (LRU) -------------------------------------------------------------------------
 
-    async def ensure_resident(self, name: str) -> None:
+    async def ensure_resident(self, name: str, *, use: bool = True) -> None:
         """Make a registered adapter resident, evicting the least recently used one if the
-        replica is full. NotFound if the adapter is not registered (or was unloaded)."""
-        if name in self._resident and name in self.engine.loaded_adapters():
-            self._resident.move_to_end(name)
-            self._resident[name].last_used = time.time()
-            return
-        loop = asyncio.get_running_loop()
-        if self._lock_loop is not loop:  # first use, or a new loop (tests run one per call)
-            self._residency_lock, self._lock_loop = asyncio.Lock(), loop
-        async with self._residency_lock:
-            if name in self._resident:
-                return await self.ensure_resident(name)
-            info = self.registry.resolve(name)
-            while len(self._resident) >= self.config.max_resident_adapters:
-                victim, _ = self._resident.popitem(last=False)
-                log.info("evicting adapter %s (least recently used)", victim)
-                await self.engine.unload_adapter(victim)
-            start = time.perf_counter()
-            await self.engine.load_adapter(info.name, info.source)
-            load_ms = (time.perf_counter() - start) * 1000
-            self._resident[name] = _Resident(load_ms)
-            self._last_load_ms[name] = load_ms
+        replica is full, and (``use``) record that a request uses it now. NotFound if the
+        adapter is not registered (or was unloaded)."""
+        if name not in self._resident:
+            loop = asyncio.get_running_loop()
+            if self._lock_loop is not loop:  # first use, or a new loop (tests run one per call)
+                self._residency_lock, self._lock_loop = asyncio.Lock(), loop
+            async with self._residency_lock:
+                if name not in self._resident:  # not loaded meanwhile by another request
+                    await self._load(name)
+        if use:
+            self._resident[name] = time.time()
+        self._resident.move_to_end(name)
+
+    async def _load(self, name: str) -> None:
+        info = self.registry.resolve(name)
+        while len(self._resident) >= self.config.max_resident_adapters:
+            victim, _ = self._resident.popitem(last=False)
+            log.info("evicting adapter %s (least recently used)", victim)
+            await self.engine.unload_adapter(victim)
+        start = time.perf_counter()
+        await self.engine.load_adapter(info.name, info.source)
+        self._load_ms[name] = (time.perf_counter() - start) * 1000
+        self._resident[name] = 0.0
+
+    async def shutdown(self) -> None:
+        await self.engine.shutdown()
 
     # -- request checking ------------------------------------------------------------------------
 
@@ -198,20 +193,20 @@ class GenerationService:
         )
 
     def _adapter_pb(self, info: AdapterInfo) -> pb.Adapter:
-        resident = self._resident.get(info.name)
+        last_used = self._resident.get(info.name)
         return pb.Adapter(
             name=info.name,
             source=info.origin,
             base_model=info.base_model,
             rank=info.rank,
-            loaded=resident is not None,
+            loaded=last_used is not None,
             description=info.description,
             tasks=info.tasks,
             output_format=info.output_format,
             tone=info.tone,
             size_bytes=info.size_bytes,
-            last_used_unix_ms=int(resident.last_used * 1000) if resident else 0,
-            load_ms=self._last_load_ms.get(info.name, 0.0),
+            last_used_unix_ms=int((last_used or 0) * 1000),
+            load_ms=self._load_ms.get(info.name, 0.0),
         )
 
     async def ListAdapters(self, request: pb.ListAdaptersRequest) -> pb.ListAdaptersResponse:
@@ -229,9 +224,9 @@ class GenerationService:
         if request.source and info.name in self._resident:  # new weights under a loaded name
             self._resident.pop(info.name)
             await self.engine.unload_adapter(info.name)
-        await self.ensure_resident(info.name)
+        await self.ensure_resident(info.name, use=False)
         return pb.LoadAdapterResponse(
-            adapter=self._adapter_pb(info), load_ms=self._last_load_ms[info.name]
+            adapter=self._adapter_pb(info), load_ms=self._load_ms[info.name]
         )
 
     async def UnloadAdapter(self, request: pb.UnloadAdapterRequest) -> pb.UnloadAdapterResponse:

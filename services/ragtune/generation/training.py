@@ -465,36 +465,8 @@ def write_chat_jsonl(path: Path, examples: Sequence[Sequence[Mapping[str, Any]]]
     return path
 
 
-def tune(
-    base_dir: Path,
-    data: Path,
-    out_dir: Path,
-    *,
-    name: str,
-    metadata: dict,
-    rank: int = 8,
-    alpha: int = 16,
-    steps: int = 200,
-    lr: float = 5e-3,
-    seed: int = 0,
-    batch_size: int = 16,
-    max_length: int = 512,
-    progress: bool = True,
-) -> Path:
+def tune(base_dir: Path, data: Path, out_dir: Path, **options: Any) -> Path:
     """Train a LoRA adapter on the chat examples in ``data`` (JSONL) and write it, with its
-    ``ragtune-adapter.yaml``, to ``out_dir``. What `ragtune tune` runs."""
-    return train_lora(
-        Path(base_dir),
-        read_chat_jsonl(Path(data)),
-        Path(out_dir),
-        name=name,
-        rank=rank,
-        alpha=alpha,
-        steps=steps,
-        lr=lr,
-        seed=seed,
-        metadata=metadata,
-        progress=progress,
-        batch_size=batch_size,
-        max_length=max_length,
-    )
+    ``ragtune-adapter.yaml``, to ``out_dir``: what `ragtune tune` runs. ``options`` are
+    `train_lora`'s (name, metadata, rank, alpha, steps, lr, seed, batch_size, ...)."""
+    return train_lora(Path(base_dir), read_chat_jsonl(Path(data)), Path(out_dir), **options)
