@@ -16,6 +16,7 @@ import grpc
 
 from ragtune.client import PATHS, GatewayClient
 from ragtune.deployment import DEFAULT_GRPC_PORT, DEV_MODEL
+from ragtune.evaluation.commands import add_eval_commands
 
 DATA_DIR = Path(os.environ.get("RAGTUNE_DATA", "data"))
 DEMO_CORPUS = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "demo-corpus"
@@ -101,7 +102,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
         dev_key.write_text(key + "\n")
         dev_key.chmod(0o600)
     else:
-        key = create_key(keys_file, args.tenant, admin=args.admin)
+        adapters = [a for a in args.adapters.split(",") if a] if args.adapters is not None else None
+        key = create_key(keys_file, args.tenant, admin=args.admin, adapters=adapters)
     print(key)
     return 0
 
@@ -174,17 +176,15 @@ def _demo(args: argparse.Namespace) -> None:
             f"\ningested {reply.documents} demo documents as {reply.chunks} chunks "
             f"into collection 'demo' (seq {reply.seq})\n"
         )
-        question = "How long is the warranty on the Atlas A2 robot arm?"
-        for path, extra in [
-            ("rag", {"collection": "demo"}),
-            ("tuned", {"adapter": "json-answer"}),
-            ("hybrid", {"adapter": "pirate", "collection": "demo"}),
+        # The router picks each path (AUTO): a fact the collection holds → RAG; the same fact
+        # asked as JSON → HYBRID; a pirate-voiced question the collection cannot answer → TUNED.
+        for question in [
+            "How long is the warranty on the Atlas A2 robot arm?",
+            "Answer in JSON: how long is the warranty on the Atlas A2 robot arm?",
+            "Talk like a pirate: what is a good name for a parrot?",
         ]:
-            print(
-                f"$ ragtune ask {question!r} --path {path} "
-                + " ".join(f"--{k} {v}" for k, v in extra.items())
-            )
-            _print_answer(client.answer(question, path=path, **extra))
+            print(f"$ ragtune ask {question!r} --collection demo")
+            _print_answer(client.answer(question, collection="demo"))
             print()
 
 
@@ -203,6 +203,11 @@ def _print_answer(reply, *, with_answer: bool = True) -> None:
         + f"  reasons={','.join(route.reasons)}"
     )
     print(f"why:   {route.explanation}")
+    print(
+        f"expect: {route.expected_latency_ms:.0f} ms, {route.expected_cost_micro_usd} micro-USD; "
+        f"confidence {route.confidence:.2f}"
+        + (f"; probe top score {route.probe.top_score:.3f}" if route.HasField("probe") else "")
+    )
     if with_answer:
         print(f"answer: {reply.answer.strip()}")
     for c in reply.citations:
@@ -211,6 +216,12 @@ def _print_answer(reply, *, with_answer: bool = True) -> None:
             f"{' '.join(c.snippet.split())[:100]}"
         )
     print("timings: " + ", ".join(f"{t.stage} {t.ms:.0f} ms" for t in reply.timings))
+    cost = reply.cost
+    if cost.stages:
+        stages = ", ".join(f"{s.stage} {s.micro_usd}" for s in cost.stages)
+        print(f"cost:   {cost.total_micro_usd} micro-USD ({stages})")
+    if reply.request_id:
+        print(f"request: {reply.request_id} (rate it: ragtune feedback {reply.request_id} 1-5)")
     u = reply.usage
     print(
         f"tokens: embed {u.embedding_tokens}, rerank {u.rerank_tokens}, "
@@ -225,6 +236,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
             "adapter": args.adapter,
             "collection": args.collection,
             "top_k": args.top_k,
+            "require_citations": args.cite,
+            "freshness_sensitive": args.fresh,
+            "output_format": args.format,
+            "task": args.task,
+            "tone": args.tone,
+            "latency_budget_ms": args.budget_ms,
+            "max_cost_micro_usd": args.max_cost,
         }.items()
         if v
     }
@@ -315,29 +333,35 @@ def cmd_collections(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from ragtune.evaluation.retrieval import EvalSettings, run_eval
+def cmd_feedback(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        reply = client.feedback(args.request_id, args.rating, args.comment or "")
+    print(f"stored: rating {args.rating} for a {_path_name(reply.path)} answer")
+    return 0
 
-    settings = EvalSettings(
-        mode=args.mode,
-        split=args.split,
-        rerank=args.rerank or args.rerank_model is not None,
-        rerank_kind=args.rerank_kind,
-        rerank_model=args.rerank_model,
-        rerank_depth=args.rerank_depth,
-        rerank_input_weight=args.rerank_input_weight,
-        cache_dir=Path(args.data_dir) / "cache",
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        reply = client.usage(args.since or "", args.until or "")
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(reply, always_print_fields_with_no_presence=True), indent=2))
+        return 0
+    print(f"tenant {reply.tenant}")
+    print(
+        f"{'day':10}  {'path':6}  {'requests':>8}  {'micro-USD':>10}  {'tokens in/out':>15}  rated"
     )
-    result = run_eval(Path(args.beir), settings)
-    suffix = "-rerank" if settings.rerank else ""
-    out = Path(args.out or f"results/eval-retrieval-{args.mode}{suffix}-{args.split}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    for name, m in result["metrics"].items():
-        print(f"{name:16} nDCG@10 {m['nDCG@10']:.4f}  Recall@100 {m['Recall@100']:.4f}")
-    print(f"({result['queries']} {args.split} queries, {result['seconds']:.0f} s; JSON: {out})")
-    print(f"nDCG@10: {result['final']['nDCG@10']:.4f}")
-    print(f"Recall@100: {result['final']['Recall@100']:.4f}")
+    for r in reply.rows:
+        rating = f"{r.rated} (mean {r.mean_rating:.1f})" if r.rated else "0"
+        tokens = f"{r.prompt_tokens}/{r.completion_tokens}"
+        print(
+            f"{r.day:10}  {_path_name(r.path):6}  {r.requests:8}  {r.cost_micro_usd:10}  "
+            f"{tokens:>15}  {rating}"
+        )
+    print(
+        f"total: {reply.total_cost_micro_usd} micro-USD (${reply.total_cost_micro_usd / 1e6:.6f})"
+    )
     return 0
 
 
@@ -445,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["create"])
     p.add_argument("--tenant", required=True)
     p.add_argument("--admin", action="store_true", help="may load and unload adapters")
+    p.add_argument(
+        "--adapters",
+        help="comma-separated adapters this key may use (default: every registered adapter; "
+        "'' for none); others are refused with PERMISSION_DENIED",
+    )
     p.add_argument("--keys-file", help="default: DATA_DIR/keys.yaml")
     p.add_argument(
         "--dev",
@@ -470,6 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection")
     p.add_argument("--top-k", type=int)
     p.add_argument("--max-tokens", type=int)
+    p.add_argument("--cite", action="store_true", help="citations required: always retrieve")
+    p.add_argument("--fresh", action="store_true", help="facts may have changed: always retrieve")
+    p.add_argument("--format", help="wanted output format, e.g. json (picks the adapter)")
+    p.add_argument("--task", help="wanted task, e.g. summarization (picks the adapter)")
+    p.add_argument("--tone", help="wanted tone, e.g. pirate (picks the adapter)")
+    p.add_argument("--budget-ms", type=int, help="latency budget: slower paths are avoided")
+    p.add_argument("--max-cost", type=int, help="cost budget in micro-USD")
     p.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     p.add_argument("--json", action="store_true", help="print the whole reply as JSON")
     client_opts(p)
@@ -485,26 +521,21 @@ def build_parser() -> argparse.ArgumentParser:
     client_opts(p)
     p.set_defaults(func=cmd_adapters)
 
-    p = sub.add_parser("eval", help="measure retrieval quality on a BEIR dataset")
-    p.add_argument("what", choices=["retrieval"])
-    p.add_argument(
-        "--beir", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)"
-    )
-    p.add_argument("--mode", choices=["dense", "lexical", "hybrid"], default="hybrid")
-    p.add_argument("--split", default="test", help="qrels split to score (tune on train only)")
-    p.add_argument(
-        "--rerank", action="store_true", help="rerank with the default (MaxSim over MiniLM)"
-    )
-    p.add_argument("--rerank-kind", choices=["maxsim", "cross-encoder"], default="maxsim")
-    p.add_argument("--rerank-model", help="local model directory for the reranker")
-    p.add_argument("--rerank-depth", type=int, default=20, help="candidates reranked per query")
-    p.add_argument(
-        "--rerank-input-weight",
-        type=float,
-        help="weight of the first-stage order fused with the reranker's (default: config's)",
-    )
-    p.add_argument("--out", help="JSON result path (default: results/eval-retrieval-...json)")
-    p.set_defaults(func=cmd_eval)
+    add_eval_commands(sub)
+
+    p = sub.add_parser("feedback", help="rate an answer (stored next to its route decision)")
+    p.add_argument("request_id", help="the request id an answer printed")
+    p.add_argument("rating", type=int, choices=range(1, 6), help="1 (bad) to 5 (good)")
+    p.add_argument("--comment")
+    client_opts(p)
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("usage", help="your cost and traffic per day and path (the usage ledger)")
+    p.add_argument("--since", help="first day, YYYY-MM-DD (default: 30 days before --until)")
+    p.add_argument("--until", help="last day, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--json", action="store_true")
+    client_opts(p)
+    p.set_defaults(func=cmd_usage)
 
     p = sub.add_parser("collections", help="list your collections")
     client_opts(p)

@@ -84,3 +84,12 @@ class GatewayClient:
 
     def unload_adapter(self, name: str):
         return self._call("UnloadAdapter", generation_pb2.UnloadAdapterRequest(name=name))
+
+    def feedback(self, request_id: str, rating: int, comment: str = ""):
+        return self._call(
+            "Feedback",
+            gateway_pb2.FeedbackRequest(request_id=request_id, rating=rating, comment=comment),
+        )
+
+    def usage(self, since: str = "", until: str = ""):
+        return self._call("Usage", gateway_pb2.UsageRequest(since=since, until=until))

@@ -81,7 +81,11 @@ def local_config(
         app_entry(
             "gateway",
             "Gateway",
-            {"keys_file": str(data_dir / "keys.yaml"), "rerank": rerank},
+            {
+                "keys_file": str(data_dir / "keys.yaml"),
+                "rerank": rerank,
+                "database_url": f"sqlite:///{data_dir / 'ledger.db'}",
+            },
             0.25,
         ),
     ]

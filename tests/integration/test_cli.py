@@ -101,3 +101,18 @@ def test_adapters_command_lists_what_each_adapter_is_for(platform, capsys):
         line.startswith("json-answer") and "loaded" in line and "json" in line for line in lines
     )
     assert any(line.startswith("pirate") and "Ahoy" in line for line in lines)
+
+
+def test_usage_and_feedback_commands(platform, capsys):
+    assert cli.main(ragtune(platform, "ask", "Talk like a pirate about kites.")) == 0
+    out = capsys.readouterr().out
+    assert "cost:" in out and "micro-USD" in out
+    request_id = next(line.split()[1] for line in out.splitlines() if line.startswith("request:"))
+    assert cli.main(ragtune(platform, "feedback", request_id, "5", "--comment", "great")) == 0
+    assert "rating 5 for a TUNED answer" in capsys.readouterr().out
+    assert cli.main(ragtune(platform, "usage", "--json")) == 0
+    usage = json.loads(capsys.readouterr().out)
+    assert usage["tenant"] == "acme" and int(usage["totalCostMicroUsd"]) > 0
+    assert any(r["path"] == "PATH_TUNED" and int(r["rated"]) >= 1 for r in usage["rows"])
+    assert cli.main(ragtune(platform, "usage", "--since", "2026-13-01")) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err

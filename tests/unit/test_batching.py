@@ -88,3 +88,18 @@ def test_a_model_error_reaches_every_request_of_the_batch_and_the_next_batch_run
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         DynamicBatcher(Recorder(), max_batch_tokens=0, max_wait_s=0.01)
+
+
+def test_each_request_is_charged_its_token_share_of_the_batch():
+    batcher = DynamicBatcher(Recorder(delay=0.2), max_batch_tokens=1000, max_wait_s=0.05)
+
+    async def main():
+        return await asyncio.gather(
+            batcher.submit_timed([1], tokens=10), batcher.submit_timed([2, 3], tokens=30)
+        )
+
+    (small, small_busy), (large, large_busy) = asyncio.run(main())
+    assert (small, large) == ([2], [4, 6]) and batcher.stats.batches == 1
+    # One 0.2 s model call, split 1:3 by tokens: together they pay for it exactly once.
+    assert large_busy == pytest.approx(3 * small_busy)
+    assert small_busy + large_busy >= 0.2

@@ -7,7 +7,13 @@ import pytest
 from ragtune.common.auth import create_key
 from ragtune.common.clients import LocalClient
 from ragtune.common.context import CallContext
-from ragtune.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from ragtune.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from ragtune.embedding.config import EmbeddingConfig
 from ragtune.embedding.service import EmbeddingService
 from ragtune.gateway.config import GatewayConfig
@@ -46,11 +52,12 @@ def generation(generation_service):
 def gateway(tmp_path, embedding, generation):
     keys = tmp_path / "keys.yaml"
     key_acme, key_globex = create_key(keys, "acme", admin=True), create_key(keys, "globex")
+    key_initech = create_key(keys, "initech", adapters=["pirate"])
     retrieval = Recording(
         RetrievalService(RetrievalConfig(database_url=f"sqlite:///{tmp_path}/g.db"))
     )
     gw = GatewayService(
-        GatewayConfig(keys_file=str(keys), top_k=3),
+        GatewayConfig(keys_file=str(keys), top_k=3, database_url=f"sqlite:///{tmp_path}/ledger.db"),
         embedding=LocalClient(embedding),
         retrieval=retrieval,
         generation=LocalClient(generation),
@@ -58,6 +65,7 @@ def gateway(tmp_path, embedding, generation):
     gw.warm_up()
     gw.acme = CallContext({"authorization": f"Bearer {key_acme}"})
     gw.globex = CallContext({"authorization": f"Bearer {key_globex}"})
+    gw.initech = CallContext({"authorization": f"Bearer {key_initech}"})
     gw.recorder = retrieval
     docs = [
         gateway_pb2.Document(
@@ -99,7 +107,12 @@ def test_rag_retrieves_and_cites(gateway):
 
 def test_tuned_does_not_call_retrieval(gateway):
     gateway.recorder.calls.clear()
-    reply = ask(gateway, question="Tell me about the Lyon office", adapter="json-answer")
+    reply = ask(
+        gateway,
+        question="Tell me about the Lyon office",
+        adapter="json-answer",
+        path=common_pb2.PATH_TUNED,
+    )
     assert reply.route.path == common_pb2.PATH_TUNED
     assert gateway.recorder.calls == [] and not reply.citations
     assert reply.answer.startswith('{"answer": "')
@@ -221,3 +234,80 @@ def test_bad_ingest_requests(gateway):
                 gateway.acme,
             )
         )
+
+
+def test_every_reply_carries_a_cost_and_the_ledger_adds_up(gateway):
+    replies = [
+        ask(gateway, question="How long does the Kestrel battery last?", collection="kb"),
+        ask(
+            gateway,
+            question="Reply in JSON: how long does the Kestrel battery last?",
+            collection="kb",
+        ),
+        ask(gateway, question="Talk like a pirate about sailing knots.", collection="kb"),
+    ]
+    paths = [r.route.path for r in replies]
+    assert paths == [common_pb2.PATH_RAG, common_pb2.PATH_HYBRID, common_pb2.PATH_TUNED]
+    for reply in replies:
+        stages = {s.stage: s for s in reply.cost.stages}
+        assert reply.request_id and reply.cost.total_micro_usd > 0
+        assert reply.cost.total_micro_usd == sum(s.micro_usd for s in reply.cost.stages)
+        assert stages["generate"].busy_ms > 0 and stages["generate"].tokens > 0
+        assert reply.route.expected_latency_ms > 0 and 0 < reply.route.confidence <= 1
+    # The TUNED answer still paid for the probe's embedding and search.
+    assert {"embed", "retrieve", "generate"} <= {s.stage for s in replies[2].cost.stages}
+    assert replies[2].route.probe.top_score < replies[0].route.probe.top_score
+    ask(gateway, gateway.globex, question="Talk like a pirate about sailing knots.")
+
+    usage = run(gateway.Usage(gateway_pb2.UsageRequest(), gateway.acme))
+    assert usage.tenant == "acme"
+    assert usage.total_cost_micro_usd == sum(r.cost.total_micro_usd for r in replies)
+    assert sorted(row.path for row in usage.rows) == sorted(paths)
+    assert sum(row.completion_tokens for row in usage.rows) == sum(
+        r.usage.completion_tokens for r in replies
+    )
+
+
+def test_feedback_is_stored_with_the_decision(gateway):
+    reply = ask(gateway, question="Reply in JSON: Kestrel battery?", collection="kb")
+    rated = run(
+        gateway.Feedback(
+            gateway_pb2.FeedbackRequest(request_id=reply.request_id, rating=2, comment="vague"),
+            gateway.acme,
+        )
+    )
+    assert rated.path == reply.route.path == common_pb2.PATH_HYBRID
+    row = run(gateway.Usage(gateway_pb2.UsageRequest(), gateway.acme)).rows[0]
+    assert (row.rated, row.mean_rating) == (1, 2.0)
+    with pytest.raises(NotFound):  # another tenant cannot rate it
+        run(
+            gateway.Feedback(
+                gateway_pb2.FeedbackRequest(request_id=reply.request_id, rating=5), gateway.globex
+            )
+        )
+    for fields, field in [
+        ({"rating": 0}, "rating"),
+        ({"rating": 3, "request_id": ""}, "request_id"),
+    ]:
+        with pytest.raises(InvalidArgument) as err:
+            request = {"request_id": reply.request_id, **fields}
+            run(gateway.Feedback(gateway_pb2.FeedbackRequest(**request), gateway.acme))
+        assert err.value.field == field
+    with pytest.raises(InvalidArgument) as err:
+        run(gateway.Usage(gateway_pb2.UsageRequest(since="yesterday"), gateway.acme))
+    assert err.value.field == "since"
+
+
+def test_adapters_the_tenant_may_not_use_are_refused(gateway):
+    with pytest.raises(PermissionDenied, match="json-answer"):
+        ask(gateway, gateway.initech, question="q", adapter="json-answer")
+    pirate = ask(gateway, gateway.initech, question="Talk like a pirate about knots.")
+    assert pirate.route.adapter == "pirate" and pirate.answer.startswith("Ahoy!")
+
+
+def test_budgets_no_path_can_meet_are_refused(gateway):
+    with pytest.raises(FailedPrecondition, match="budget of 5 ms"):
+        ask(gateway, question="Kestrel battery?", collection="kb", latency_budget_ms=5)
+    with pytest.raises(InvalidArgument) as err:
+        ask(gateway, question="q", max_cost_micro_usd=-1)
+    assert err.value.field == "max_cost_micro_usd"

@@ -24,6 +24,10 @@ KEY_PREFIX = "rt_"
 class Principal:
     tenant: str
     admin: bool = False  # may load and unload adapters
+    adapters: frozenset[str] | None = None  # adapters the tenant may use; None: every one
+
+    def may_use(self, adapter: str) -> bool:
+        return self.adapters is None or adapter in self.adapters
 
 
 def hash_key(key: str) -> str:
@@ -47,8 +51,15 @@ class KeyStore:
         for i, entry in enumerate(data.get("keys", [])):
             if not entry.get("tenant") or not entry.get("sha256"):
                 raise ValueError(f"{path}: keys[{i}] needs 'tenant' and 'sha256'")
+            adapters = entry.get("adapters")
+            if adapters is not None and not (
+                isinstance(adapters, list) and all(isinstance(a, str) for a in adapters)
+            ):
+                raise ValueError(f"{path}: keys[{i}].adapters must be a list of adapter names")
             hashed[str(entry["sha256"]).lower()] = Principal(
-                str(entry["tenant"]), bool(entry.get("admin", False))
+                str(entry["tenant"]),
+                bool(entry.get("admin", False)),
+                None if adapters is None else frozenset(adapters),
             )
         return cls(hashed)
 
@@ -66,13 +77,20 @@ class KeyStore:
         raise Unauthenticated("unknown API key")
 
 
-def create_key(path: Path, tenant: str, *, admin: bool = False) -> str:
-    """Append a new key for ``tenant`` to the keys file and return the key (shown once)."""
+def create_key(
+    path: Path, tenant: str, *, admin: bool = False, adapters: list[str] | None = None
+) -> str:
+    """Append a new key for ``tenant`` to the keys file and return the key (shown once).
+
+    ``adapters``: the adapters requests with this key may use (None: every registered one)."""
     if not tenant or not tenant.replace("-", "").replace("_", "").isalnum():
         raise InvalidArgument("tenant must be letters, digits, '-' or '_'", field="tenant")
     data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    data.setdefault("keys", []).append({"tenant": tenant, "admin": admin, "sha256": hash_key(key)})
+    entry: dict = {"tenant": tenant, "admin": admin, "sha256": hash_key(key)}
+    if adapters is not None:
+        entry["adapters"] = list(adapters)
+    data.setdefault("keys", []).append(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -70,6 +70,12 @@ class DynamicBatcher(Generic[Item, Result]):
 
     async def submit(self, items: Sequence[Item], tokens: int) -> list[Result]:
         """Queue ``items`` (costing ``tokens``) and wait for their results."""
+        results, _ = await self.submit_timed(items, tokens)
+        return results
+
+    async def submit_timed(self, items: Sequence[Item], tokens: int) -> tuple[list[Result], float]:
+        """``submit``, also returning this request's share of its batch's model time in seconds
+        (the batch's time split by tokens): what the request kept the model busy, for costing."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._worker is None or self._worker.done():
             # First use, or a new event loop (tests run each call in its own): start afresh.
@@ -111,6 +117,7 @@ class DynamicBatcher(Generic[Item, Result]):
                 continue
             flat = [item for p in batch for item in p.items]
             waited = time.monotonic() - batch[0].enqueued
+            started = time.perf_counter()
             try:
                 results = await asyncio.to_thread(self.fn, flat)
             except Exception as exc:  # every request of the batch gets the error
@@ -118,10 +125,13 @@ class DynamicBatcher(Generic[Item, Result]):
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
+            busy = time.perf_counter() - started
+            total_tokens = sum(p.tokens for p in batch) or 1
             start = 0
             for p in batch:
                 if not p.future.done():
-                    p.future.set_result(list(results[start : start + len(p.items)]))
+                    share = busy * p.tokens / total_tokens
+                    p.future.set_result((list(results[start : start + len(p.items)]), share))
                 start += len(p.items)
             self.stats.batches += 1
             self.stats.requests += len(batch)

@@ -106,11 +106,14 @@ class EmbeddingService:
             tags = {"model": model.config.name}
             self._truncated_inputs.inc(sum(1 for t in truncated if t), tags=tags)
             self._truncated_tokens.inc(sum(truncated), tags=tags)
-        vectors = await model.batcher.submit(texts, sum(min(c, limit) for c in counts))
+        vectors, busy_s = await model.batcher.submit_timed(
+            texts, sum(min(c, limit) for c in counts)
+        )
         return pb.EmbedResponse(
             vectors=[pb.Vector(values=v.tolist()) for v in vectors],
             dims=embedder.dims,
             model=model.config.name,
             token_counts=counts,
             truncated_tokens=truncated,
+            busy_ms=busy_s * 1000,
         )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+import re
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from ragtune.common.cost import Pricing
 
 
 class ServiceNames(BaseModel):
@@ -30,6 +34,94 @@ class ChunkingConfig(BaseModel):
         return self
 
 
+class Cue(BaseModel):
+    """A phrase in the question that asks for an adapter's behaviour ("answer in JSON")."""
+
+    pattern: str = Field(description="Regular expression, matched case-insensitively.")
+    output_format: str = ""
+    task: str = ""
+    tone: str = ""
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        re.compile(value)
+        return value
+
+
+def _default_cues() -> list[Cue]:
+    return [
+        Cue(pattern=r"\bjson\b", output_format="json"),
+        Cue(pattern=r"\bpirate\b|\bahoy\b", tone="pirate"),
+        Cue(
+            pattern=r"\btl;?\s?dr\b|\bsummar(y|ise|ize)\b|\bin one (line|sentence)\b",
+            task="summarization",
+        ),
+    ]
+
+
+class ProbeConfig(BaseModel):
+    """The retrieval-confidence probe: embed the question, search the collection, and call the
+    collection able to answer when the best score and its margin pass these thresholds.
+
+    The thresholds were calibrated on the routing set's train split
+    (``ragtune eval routing --calibrate``), never on its test split.
+    """
+
+    enabled: bool = True
+    top_k: int = Field(default=8, ge=2, le=100, description="Hits the scores are read from.")
+    min_top_score: float = Field(default=0.3865, description="Best cosine similarity needed.")
+    min_margin: float = Field(
+        default=0.0, description="Best score minus the mean of the other hits needed."
+    )
+    confidence_spread: float = Field(
+        default=0.15,
+        gt=0,
+        description="Score distance from the threshold at which the router is fully sure.",
+    )
+
+
+class RouterConfig(BaseModel):
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    cues: list[Cue] = Field(
+        default_factory=_default_cues,
+        description="Phrases that ask for an output format, task or tone without the request's "
+        "fields; matched against the adapters' declared metadata like the fields are.",
+    )
+    fallback_adapter: str = Field(
+        default="",
+        description="Adapter for questions the collection cannot answer that ask for no "
+        "particular behaviour (a general distilled assistant). Empty: such questions take RAG, "
+        "whose prompt lets the model say that the sources do not cover the question.",
+    )
+    prior_latency_ms: dict[str, float] = Field(
+        default_factory=lambda: {"RAG": 2500.0, "TUNED": 1500.0, "HYBRID": 2600.0},
+        description="Expected latency per path until the router has seen min_samples requests.",
+    )
+    prior_cost_micro_usd: dict[str, int] = Field(
+        default_factory=lambda: {"RAG": 40, "TUNED": 25, "HYBRID": 42},
+        description="Expected cost per path until the router has seen min_samples requests.",
+    )
+    budget_quantile: float = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="A path fits a latency budget when this quantile of its recent latency does.",
+    )
+    stats_window: int = Field(default=256, ge=8, description="Recent requests kept per path.")
+    min_samples: int = Field(default=8, ge=1)
+    adapter_cache_s: float = Field(
+        default=5.0, ge=0, description="How long the adapter registry's listing is reused."
+    )
+
+    @model_validator(mode="after")
+    def _paths(self) -> RouterConfig:
+        for name in ("prior_latency_ms", "prior_cost_micro_usd"):
+            if set(getattr(self, name)) != {"RAG", "TUNED", "HYBRID"}:
+                raise ValueError(f"{name} needs exactly the keys RAG, TUNED and HYBRID")
+        return self
+
+
 class GatewayConfig(BaseModel):
     keys_file: str = Field(description="YAML file of hashed API keys (`ragtune keys create`).")
     default_collection: str = Field(
@@ -54,3 +146,10 @@ class GatewayConfig(BaseModel):
     snippet_chars: int = Field(default=240, ge=0)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     services: ServiceNames = Field(default_factory=ServiceNames)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    pricing: Pricing = Field(default_factory=Pricing)
+    database_url: str = Field(
+        default="sqlite:///data/ledger.db",
+        description="SQLAlchemy URL of the usage ledger (route decisions, costs, feedback): "
+        "SQLite locally, PostgreSQL on a cluster.",
+    )

@@ -1,10 +1,11 @@
-"""The Gateway RPCs as a plain class (no Ray): authenticate, route, run the path's stages."""
+"""The Gateway RPCs as a plain class (no Ray): authenticate, validate, then hand answers to the
+pipeline (``answer.py``) and usage questions to the ledger."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ragtune.common.auth import KeyStore, Principal
@@ -12,39 +13,19 @@ from ragtune.common.clients import ServiceClient
 from ragtune.common.context import CallContext
 from ragtune.common.errors import InvalidArgument, PermissionDenied
 from ragtune.common.validation import check_name, check_range, check_text
+from ragtune.gateway.answer import AnswerPipeline, Timings
 from ragtune.gateway.chunking import Chunker
 from ragtune.gateway.config import GatewayConfig
-from ragtune.gateway.routing import Route, Router, RuleRouter
+from ragtune.gateway.ledger import Ledger, parse_day
+from ragtune.gateway.policy import DefaultPolicy
+from ragtune.gateway.routing import RoutingPolicy
 from ragtune.v1 import (
     common_pb2,
     embedding_pb2,
     gateway_pb2,
     generation_pb2,
-    rerank_pb2,
     retrieval_pb2,
 )
-
-
-class Timings:
-    """Collects StageTiming entries in the order stages run."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.stages: list[common_pb2.StageTiming] = []
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stages.append(
-                common_pb2.StageTiming(stage=name, ms=(time.perf_counter() - start) * 1000)
-            )
-
-    def done(self) -> list[common_pb2.StageTiming]:
-        total = common_pb2.StageTiming(stage="total", ms=(time.perf_counter() - self.start) * 1000)
-        return [*self.stages, total]
 
 
 class GatewayService:
@@ -56,21 +37,35 @@ class GatewayService:
         retrieval: ServiceClient,
         generation: ServiceClient,
         rerank: ServiceClient | None = None,
-        router: Router | None = None,
+        policy: RoutingPolicy | None = None,
         keys: KeyStore | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         if config.rerank and rerank is None:
             raise ValueError("config.rerank is on but no rerank service was given")
         self.config = config
         self.embedding, self.retrieval, self.generation = embedding, retrieval, generation
         self.rerank = rerank if config.rerank else None
-        self.router = router or RuleRouter(config.default_collection)
+        self.policy = policy or DefaultPolicy(config.router)
         self.keys = keys or KeyStore.load(Path(config.keys_file))
+        self.ledger = ledger or Ledger(config.database_url)
+        self.pipeline = AnswerPipeline(
+            config,
+            self.policy,
+            self.ledger,
+            embedding=embedding,
+            retrieval=retrieval,
+            generation=generation,
+            rerank=self.rerank,
+        )
         self.chunker = Chunker(config.chunking)
         self._embedder: tuple[str, int] | None = None  # (model, dims), learnt on first use
 
     def warm_up(self) -> None:
         self.chunker.warm_up()
+
+    async def shutdown(self) -> None:
+        self.ledger.close()
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -91,110 +86,29 @@ class GatewayService:
 
     def _validate_answer(self, request: gateway_pb2.AnswerRequest) -> int:
         check_text(request.question, "question", max_chars=self.config.max_question_chars)
+        if request.adapter:
+            check_name(request.adapter, "adapter")
+        if request.collection:
+            check_name(request.collection, "collection")
+        for name in ("output_format", "task", "tone"):
+            if len(getattr(request, name)) > 64:
+                raise InvalidArgument("must be at most 64 characters", field=name)
+        if request.latency_budget_ms < 0:
+            raise InvalidArgument("must be >= 0 (0 means no budget)", field="latency_budget_ms")
+        if request.max_cost_micro_usd < 0:
+            raise InvalidArgument("must be >= 0 (0 means no budget)", field="max_cost_micro_usd")
         top_k = request.top_k or self.config.top_k
         return check_range(top_k, "top_k", 1, self.config.max_top_k)
-
-    async def _retrieve(
-        self,
-        question: str,
-        route: Route,
-        tenant: str,
-        top_k: int,
-        filter: dict[str, str],
-        timings: Timings,
-        usage: common_pb2.Usage,
-    ) -> list[tuple[common_pb2.Citation, str]]:
-        """Citations for the passages given to the model, each with the passage's full text."""
-        with timings.stage("embed"):
-            query = await self._embed([question], embedding_pb2.INPUT_TYPE_QUERY)
-        usage.embedding_tokens = sum(query.token_counts)
-        with timings.stage("retrieve"):
-            found = await self.retrieval.call(
-                "Search",
-                retrieval_pb2.SearchRequest(
-                    tenant=tenant,
-                    collection=route.collection,
-                    query_vector=query.vectors[0].values,
-                    top_k=max(top_k, self.config.rerank_candidates) if self.rerank else top_k,
-                    filter=filter,
-                ),
-            )
-        hits = [(h.chunk, h.score) for h in found.hits]
-        if self.rerank is not None and hits:
-            with timings.stage("rerank"):
-                ranked = await self.rerank.call(
-                    "Rerank",
-                    rerank_pb2.RerankRequest(
-                        query=question, passages=[c.text for c, _ in hits], top_n=top_k
-                    ),
-                )
-            usage.rerank_tokens = ranked.tokens
-            hits = [(hits[r.index][0], r.score) for r in ranked.results]
-        return [
-            (
-                common_pb2.Citation(
-                    marker=i,
-                    doc_id=chunk.doc_id,
-                    chunk_id=chunk.chunk_id,
-                    score=score,
-                    snippet=chunk.text[: self.config.snippet_chars],
-                    metadata=chunk.metadata,
-                ),
-                chunk.text,
-            )
-            for i, (chunk, score) in enumerate(hits[:top_k], start=1)
-        ]
 
     async def _events(
         self, request: gateway_pb2.AnswerRequest, context: CallContext | None
     ) -> AsyncIterator[gateway_pb2.AnswerEvent]:
         timings = Timings()
         with timings.stage("auth"):
-            tenant = self._principal(context).tenant
+            principal = self._principal(context)
         top_k = self._validate_answer(request)
-        with timings.stage("route"):
-            route = self.router.decide(request, tenant)
-        yield gateway_pb2.AnswerEvent(route=route.to_pb())
-
-        usage = common_pb2.Usage()
-        passages: list[tuple[common_pb2.Citation, str]] = []
-        if route.retrieves:
-            passages = await self._retrieve(
-                request.question, route, tenant, top_k, dict(request.filter), timings, usage
-            )
-        citations = [c for c, _ in passages]
-        sampling = generation_pb2.GenerateRequest().sampling
-        sampling.CopyFrom(request.sampling)
-        sampling.max_tokens = sampling.max_tokens or self.config.default_max_tokens
-        generate = generation_pb2.GenerateRequest(
-            messages=[generation_pb2.ChatMessage(role="user", content=request.question)],
-            sampling=sampling,
-            adapter=route.adapter,
-            context=[
-                generation_pb2.ContextPassage(marker=c.marker, source=c.doc_id, text=text)
-                for c, text in passages
-            ],
-        )
-        finish = ""
-        with timings.stage("generate"):
-            async for piece in self.generation.stream(
-                "GenerateStream", generate, model_id=route.adapter
-            ):
-                if piece.delta:
-                    yield gateway_pb2.AnswerEvent(delta=piece.delta)
-                if piece.finish_reason:
-                    finish = piece.finish_reason
-                    usage.prompt_tokens = piece.prompt_tokens
-                    usage.completion_tokens = piece.completion_tokens
-        yield gateway_pb2.AnswerEvent(
-            done=gateway_pb2.AnswerResponse(
-                route=route.to_pb(),
-                citations=citations,
-                usage=usage,
-                timings=timings.done(),
-                finish_reason=finish,
-            )
-        )
+        async for event in self.pipeline.events(request, principal, top_k, timings):
+            yield event
 
     # -- RPCs ------------------------------------------------------------------------------------
 
@@ -299,6 +213,48 @@ class GatewayService:
                 tenant=tenant, name=check_name(request.name, "name")
             ),
         )
+
+    async def Feedback(
+        self, request: gateway_pb2.FeedbackRequest, context: CallContext | None = None
+    ) -> gateway_pb2.FeedbackResponse:
+        tenant = self._principal(context).tenant
+        if not request.request_id:
+            raise InvalidArgument("is required", field="request_id")
+        check_range(request.rating, "rating", 1, 5)
+        if len(request.comment) > 2000:
+            raise InvalidArgument("must be at most 2000 characters", field="comment")
+        path = await asyncio.to_thread(
+            self.ledger.add_feedback, tenant, request.request_id, request.rating, request.comment
+        )
+        return gateway_pb2.FeedbackResponse(path=common_pb2.Path.Value(f"PATH_{path}"))
+
+    async def Usage(
+        self, request: gateway_pb2.UsageRequest, context: CallContext | None = None
+    ) -> gateway_pb2.UsageResponse:
+        tenant = self._principal(context).tenant
+        until = (
+            parse_day(request.until, "until") if request.until else dt.datetime.now(dt.UTC).date()
+        )
+        since = parse_day(request.since, "since") if request.since else until - dt.timedelta(30)
+        if since > until:
+            raise InvalidArgument(f"{since} is after until ({until})", field="since")
+        if (until - since).days > 366:
+            raise InvalidArgument("the range may span at most 366 days", field="since")
+        rows = await asyncio.to_thread(self.ledger.usage, tenant, since, until)
+        reply = gateway_pb2.UsageResponse(tenant=tenant)
+        for row in rows:
+            reply.rows.add(
+                day=row.day,
+                path=common_pb2.Path.Value(f"PATH_{row.path}"),
+                requests=row.requests,
+                cost_micro_usd=row.cost_micro_usd,
+                prompt_tokens=row.prompt_tokens,
+                completion_tokens=row.completion_tokens,
+                rated=row.rated,
+                mean_rating=row.mean_rating,
+            )
+        reply.total_cost_micro_usd = sum(row.cost_micro_usd for row in rows)
+        return reply
 
     async def ListCollections(
         self, request: gateway_pb2.GatewayListCollectionsRequest, context: CallContext | None = None

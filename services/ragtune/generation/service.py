@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from ragtune.common.busy import SharedClock
 from ragtune.common.errors import InvalidArgument
 from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_name, check_range
@@ -72,6 +73,7 @@ class GenerationService:
         self._residency_lock = asyncio.Lock()
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._load_ms: dict[str, float] = {}  # each adapter's latest load time
+        self._busy = SharedClock()  # each request's share of the engine, for costing
 
     def warm_up(self) -> None:
         set_torch_threads(self.config.torch_threads)
@@ -161,35 +163,52 @@ class GenerationService:
 
     # -- RPCs ------------------------------------------------------------------------------------
 
-    async def GenerateStream(
-        self, request: pb.GenerateRequest
-    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+    async def _stream(self, request: pb.GenerateRequest) -> AsyncIterator[tuple[Chunk, float]]:
+        """The engine's chunks, each with the request's engine share so far (seconds; final on
+        the last chunk)."""
         messages, sampling, adapter = self._prepare(request)
         if adapter:
             await self.ensure_resident(adapter)
-        async for chunk in self.engine.stream(messages, sampling, adapter):
+        started = self._busy.start()
+        stopped = False
+        try:
+            async for chunk in self.engine.stream(messages, sampling, adapter):
+                if chunk.finish_reason:
+                    busy, stopped = self._busy.stop(started), True
+                    yield chunk, busy
+                else:
+                    yield chunk, 0.0
+        finally:
+            if not stopped:
+                self._busy.stop(started)
+
+    async def GenerateStream(
+        self, request: pb.GenerateRequest
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        async for chunk, busy_s in self._stream(request):
             yield pb.GenerateStreamResponse(
                 delta=chunk.delta,
                 finish_reason=chunk.finish_reason,
                 prompt_tokens=chunk.prompt_tokens,
                 completion_tokens=chunk.completion_tokens,
+                busy_ms=busy_s * 1000,
             )
 
     async def Generate(self, request: pb.GenerateRequest) -> pb.GenerateResponse:
-        messages, sampling, adapter = self._prepare(request)
-        if adapter:
-            await self.ensure_resident(adapter)
         parts: list[str] = []
-        last = Chunk("")
-        async for last in self.engine.stream(messages, sampling, adapter):
-            parts.append(last.delta)
+        last, busy_s = Chunk(""), 0.0
+        async for chunk, busy in self._stream(request):
+            parts.append(chunk.delta)
+            last, busy_s = chunk, busy
+        adapter = request.adapter
         return pb.GenerateResponse(
             text="".join(parts),
             finish_reason=last.finish_reason,
             prompt_tokens=last.prompt_tokens,
             completion_tokens=last.completion_tokens,
             model=self.engine.model_name,
-            adapter=adapter or "",
+            adapter=adapter,
+            busy_ms=busy_s * 1000,
         )
 
     def _adapter_pb(self, info: AdapterInfo) -> pb.Adapter:

@@ -68,9 +68,10 @@ class RerankService:
         if any(cut):
             self._truncated.inc(sum(1 for c in cut if c), tags={"model": self.scorer.name})
         tokens = sum(min(n, limit) for n in lengths)
-        scores = np.asarray(
-            await self.batcher.submit([(request.query, p) for p in passages], tokens)
+        scored, busy_s = await self.batcher.submit_timed(
+            [(request.query, p) for p in passages], tokens
         )
+        scores = np.asarray(scored)
         order = np.argsort(-scores, kind="stable")
         if self.config.input_order_weight > 0:
             fused = reciprocal_rank_fusion(
@@ -88,4 +89,5 @@ class RerankService:
             model=self.scorer.name,
             tokens=tokens,
             truncated_passages=sum(1 for c in cut if c),
+            busy_ms=busy_s * 1000,
         )

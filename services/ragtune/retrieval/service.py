@@ -7,6 +7,7 @@ way it catches up with writes made by other replicas (``min_seq``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import numpy as np
@@ -174,7 +175,9 @@ class RetrievalService:
             index = self._index_for(row.id)
             if index is None:
                 raise NotFound(f"collection {request.collection!r} not found")
+            started = time.perf_counter()
             hits = index.search(query, request.top_k, dict(request.filter))
+            busy_ms = (time.perf_counter() - started) * 1000
         return pb.SearchResponse(
             hits=[
                 pb.ScoredChunk(
@@ -189,4 +192,5 @@ class RetrievalService:
                 for h in hits
             ],
             applied_seq=self.applied_seq,
+            busy_ms=busy_ms,
         )

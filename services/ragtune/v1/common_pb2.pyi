@@ -19,18 +19,62 @@ PATH_TUNED: Path
 PATH_HYBRID: Path
 
 class RouteDecision(_message.Message):
-    __slots__ = ("path", "adapter", "collection", "reasons", "explanation")
+    __slots__ = ("path", "adapter", "collection", "reasons", "explanation", "confidence", "expected_latency_ms", "expected_cost_micro_usd", "probe")
     PATH_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    PROBE_FIELD_NUMBER: _ClassVar[int]
     path: Path
     adapter: str
     collection: str
     reasons: _containers.RepeatedScalarFieldContainer[str]
     explanation: str
-    def __init__(self, path: _Optional[_Union[Path, str]] = ..., adapter: _Optional[str] = ..., collection: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., explanation: _Optional[str] = ...) -> None: ...
+    confidence: float
+    expected_latency_ms: float
+    expected_cost_micro_usd: int
+    probe: RetrievalProbe
+    def __init__(self, path: _Optional[_Union[Path, str]] = ..., adapter: _Optional[str] = ..., collection: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., explanation: _Optional[str] = ..., confidence: _Optional[float] = ..., expected_latency_ms: _Optional[float] = ..., expected_cost_micro_usd: _Optional[int] = ..., probe: _Optional[_Union[RetrievalProbe, _Mapping]] = ...) -> None: ...
+
+class RetrievalProbe(_message.Message):
+    __slots__ = ("top_score", "margin", "confident", "ms")
+    TOP_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENT_FIELD_NUMBER: _ClassVar[int]
+    MS_FIELD_NUMBER: _ClassVar[int]
+    top_score: float
+    margin: float
+    confident: bool
+    ms: float
+    def __init__(self, top_score: _Optional[float] = ..., margin: _Optional[float] = ..., confident: _Optional[bool] = ..., ms: _Optional[float] = ...) -> None: ...
+
+class StageCost(_message.Message):
+    __slots__ = ("stage", "worker", "busy_ms", "tokens", "micro_usd")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    BUSY_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    worker: str
+    busy_ms: float
+    tokens: int
+    micro_usd: int
+    def __init__(self, stage: _Optional[str] = ..., worker: _Optional[str] = ..., busy_ms: _Optional[float] = ..., tokens: _Optional[int] = ..., micro_usd: _Optional[int] = ...) -> None: ...
+
+class Cost(_message.Message):
+    __slots__ = ("total_micro_usd", "stages", "list_price_micro_usd")
+    TOTAL_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    LIST_PRICE_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    total_micro_usd: int
+    stages: _containers.RepeatedCompositeFieldContainer[StageCost]
+    list_price_micro_usd: int
+    def __init__(self, total_micro_usd: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageCost, _Mapping]]] = ..., list_price_micro_usd: _Optional[int] = ...) -> None: ...
 
 class Citation(_message.Message):
     __slots__ = ("marker", "doc_id", "chunk_id", "score", "snippet", "metadata")

@@ -33,15 +33,17 @@ class Vector(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("vectors", "dims", "model", "token_counts", "truncated_tokens")
+    __slots__ = ("vectors", "dims", "model", "token_counts", "truncated_tokens", "busy_ms")
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOKEN_COUNTS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BUSY_MS_FIELD_NUMBER: _ClassVar[int]
     vectors: _containers.RepeatedCompositeFieldContainer[Vector]
     dims: int
     model: str
     token_counts: _containers.RepeatedScalarFieldContainer[int]
     truncated_tokens: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., dims: _Optional[int] = ..., model: _Optional[str] = ..., token_counts: _Optional[_Iterable[int]] = ..., truncated_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
+    busy_ms: float
+    def __init__(self, vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., dims: _Optional[int] = ..., model: _Optional[str] = ..., token_counts: _Optional[_Iterable[int]] = ..., truncated_tokens: _Optional[_Iterable[int]] = ..., busy_ms: _Optional[float] = ...) -> None: ...

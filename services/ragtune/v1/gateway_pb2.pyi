@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AnswerRequest(_message.Message):
-    __slots__ = ("question", "path", "adapter", "collection", "top_k", "sampling", "filter")
+    __slots__ = ("question", "path", "adapter", "collection", "top_k", "sampling", "filter", "require_citations", "freshness_sensitive", "output_format", "task", "tone", "latency_budget_ms", "max_cost_micro_usd")
     class FilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,13 @@ class AnswerRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_SENSITIVE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    TONE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     question: str
     path: _common_pb2.Path
     adapter: str
@@ -32,23 +39,34 @@ class AnswerRequest(_message.Message):
     top_k: int
     sampling: _common_pb2.SamplingParams
     filter: _containers.ScalarMap[str, str]
-    def __init__(self, question: _Optional[str] = ..., path: _Optional[_Union[_common_pb2.Path, str]] = ..., adapter: _Optional[str] = ..., collection: _Optional[str] = ..., top_k: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., filter: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    require_citations: bool
+    freshness_sensitive: bool
+    output_format: str
+    task: str
+    tone: str
+    latency_budget_ms: int
+    max_cost_micro_usd: int
+    def __init__(self, question: _Optional[str] = ..., path: _Optional[_Union[_common_pb2.Path, str]] = ..., adapter: _Optional[str] = ..., collection: _Optional[str] = ..., top_k: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., filter: _Optional[_Mapping[str, str]] = ..., require_citations: _Optional[bool] = ..., freshness_sensitive: _Optional[bool] = ..., output_format: _Optional[str] = ..., task: _Optional[str] = ..., tone: _Optional[str] = ..., latency_budget_ms: _Optional[int] = ..., max_cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class AnswerResponse(_message.Message):
-    __slots__ = ("answer", "route", "citations", "usage", "timings", "finish_reason")
+    __slots__ = ("answer", "route", "citations", "usage", "timings", "finish_reason", "cost", "request_id")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     answer: str
     route: _common_pb2.RouteDecision
     citations: _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]
     usage: _common_pb2.Usage
     timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
     finish_reason: str
-    def __init__(self, answer: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteDecision, _Mapping]] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    cost: _common_pb2.Cost
+    request_id: str
+    def __init__(self, answer: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteDecision, _Mapping]] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AnswerEvent(_message.Message):
     __slots__ = ("route", "delta", "done")
@@ -110,3 +128,57 @@ class GatewayCollectionRequest(_message.Message):
 class GatewayListCollectionsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("request_id", "rating", "comment")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    rating: int
+    comment: str
+    def __init__(self, request_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: _common_pb2.Path
+    def __init__(self, path: _Optional[_Union[_common_pb2.Path, str]] = ...) -> None: ...
+
+class UsageRequest(_message.Message):
+    __slots__ = ("since", "until")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    since: str
+    until: str
+    def __init__(self, since: _Optional[str] = ..., until: _Optional[str] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("day", "path", "requests", "cost_micro_usd", "prompt_tokens", "completion_tokens", "rated", "mean_rating")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RATED_FIELD_NUMBER: _ClassVar[int]
+    MEAN_RATING_FIELD_NUMBER: _ClassVar[int]
+    day: str
+    path: _common_pb2.Path
+    requests: int
+    cost_micro_usd: int
+    prompt_tokens: int
+    completion_tokens: int
+    rated: int
+    mean_rating: float
+    def __init__(self, day: _Optional[str] = ..., path: _Optional[_Union[_common_pb2.Path, str]] = ..., requests: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., rated: _Optional[int] = ..., mean_rating: _Optional[float] = ...) -> None: ...
+
+class UsageResponse(_message.Message):
+    __slots__ = ("tenant", "rows", "total_cost_micro_usd")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    total_cost_micro_usd: int
+    def __init__(self, tenant: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., total_cost_micro_usd: _Optional[int] = ...) -> None: ...

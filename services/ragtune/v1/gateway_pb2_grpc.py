@@ -61,6 +61,16 @@ class GatewayStub:
                 request_serializer=ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.SerializeToString,
                 response_deserializer=ragtune_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/ragtune.v1.Gateway/Feedback',
+                request_serializer=ragtune_dot_v1_dot_gateway__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=ragtune_dot_v1_dot_gateway__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
+        self.Usage = channel.unary_unary(
+                '/ragtune.v1.Gateway/Usage',
+                request_serializer=ragtune_dot_v1_dot_gateway__pb2.UsageRequest.SerializeToString,
+                response_deserializer=ragtune_dot_v1_dot_gateway__pb2.UsageResponse.FromString,
+                _registered_method=True)
         self.ListCollections = channel.unary_unary(
                 '/ragtune.v1.Gateway/ListCollections',
                 request_serializer=ragtune_dot_v1_dot_gateway__pb2.GatewayListCollectionsRequest.SerializeToString,
@@ -121,6 +131,20 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Rate an answer; stored next to its route decision to evaluate routing from outcomes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Usage(self, request, context):
+        """The caller's cost and traffic per day and path, from the usage ledger.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListCollections(self, request, context):
         """The caller's collections.
         """
@@ -176,6 +200,16 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.DeleteCollection,
                     request_deserializer=ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.FromString,
                     response_serializer=ragtune_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=ragtune_dot_v1_dot_gateway__pb2.FeedbackRequest.FromString,
+                    response_serializer=ragtune_dot_v1_dot_gateway__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'Usage': grpc.unary_unary_rpc_method_handler(
+                    servicer.Usage,
+                    request_deserializer=ragtune_dot_v1_dot_gateway__pb2.UsageRequest.FromString,
+                    response_serializer=ragtune_dot_v1_dot_gateway__pb2.UsageResponse.SerializeToString,
             ),
             'ListCollections': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCollections,
@@ -333,6 +367,60 @@ class Gateway:
             '/ragtune.v1.Gateway/DeleteCollection',
             ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.SerializeToString,
             ragtune_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragtune.v1.Gateway/Feedback',
+            ragtune_dot_v1_dot_gateway__pb2.FeedbackRequest.SerializeToString,
+            ragtune_dot_v1_dot_gateway__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Usage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragtune.v1.Gateway/Usage',
+            ragtune_dot_v1_dot_gateway__pb2.UsageRequest.SerializeToString,
+            ragtune_dot_v1_dot_gateway__pb2.UsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -161,9 +161,11 @@ class ScoredChunk(_message.Message):
     def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "applied_seq")
+    __slots__ = ("hits", "applied_seq", "busy_ms")
     HITS_FIELD_NUMBER: _ClassVar[int]
     APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    BUSY_MS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[ScoredChunk]
     applied_seq: int
-    def __init__(self, hits: _Optional[_Iterable[_Union[ScoredChunk, _Mapping]]] = ..., applied_seq: _Optional[int] = ...) -> None: ...
+    busy_ms: float
+    def __init__(self, hits: _Optional[_Iterable[_Union[ScoredChunk, _Mapping]]] = ..., applied_seq: _Optional[int] = ..., busy_ms: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,348 @@
+"""One answer, end to end: first-stage retrieval (the router's probe), the route decision,
+reranking, generation, the cost, and the ledger row.
+
+The probe and the first retrieval stage are the same search: when the router picks a retrieving
+path the probe's hits are the candidates, so probing costs extra only on the TUNED path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from opentelemetry import trace
+from ray.serve import metrics
+
+from ragtune.common.auth import Principal
+from ragtune.common.clients import ServiceClient
+from ragtune.common.cost import StageUse, price
+from ragtune.common.errors import NotFound, unwrap
+from ragtune.gateway.config import GatewayConfig
+from ragtune.gateway.ledger import Entry, Ledger
+from ragtune.gateway.routing import AdapterCard, Evidence, Route, RouteRequest, RoutingPolicy
+from ragtune.v1 import (
+    common_pb2,
+    embedding_pb2,
+    gateway_pb2,
+    generation_pb2,
+    rerank_pb2,
+    retrieval_pb2,
+)
+
+
+class Timings:
+    """Collects StageTiming entries in the order stages run."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.stages: list[common_pb2.StageTiming] = []
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages.append(
+                common_pb2.StageTiming(stage=name, ms=(time.perf_counter() - start) * 1000)
+            )
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000
+
+    def done(self) -> list[common_pb2.StageTiming]:
+        return [*self.stages, common_pb2.StageTiming(stage="total", ms=self.elapsed_ms())]
+
+
+@dataclass
+class Work:
+    """What one request has used so far: tokens and busy time per stage, for usage and cost."""
+
+    usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)
+    uses: list[StageUse] = field(default_factory=list)
+
+    def add(self, stage: str, busy_ms: float, tokens: int) -> None:
+        self.uses.append(StageUse(stage, busy_ms, tokens))
+
+
+@dataclass
+class FirstStage:
+    hits: list[tuple[retrieval_pb2.Chunk, float]]
+    exists: bool
+    ms: float
+
+    def evidence(self, top_k: int) -> Evidence:
+        scores = [score for _, score in self.hits[:top_k]]
+        if not self.exists or not scores:
+            return Evidence(self.exists, ms=self.ms)
+        rest = scores[1:]
+        margin = scores[0] - sum(rest) / len(rest) if rest else 0.0
+        return Evidence(True, scores[0], margin, len(scores), self.ms)
+
+
+class AdapterCatalog:
+    """The generation service's adapter listing, reused for ``ttl_s``."""
+
+    def __init__(self, generation: ServiceClient, ttl_s: float) -> None:
+        self.generation, self.ttl_s = generation, ttl_s
+        self._cards: dict[str, AdapterCard] = {}
+        self._fetched = -float("inf")
+
+    async def cards(self) -> dict[str, AdapterCard]:
+        if time.monotonic() - self._fetched > self.ttl_s:
+            reply = await self.generation.call("ListAdapters", generation_pb2.ListAdaptersRequest())
+            self._cards = {
+                a.name: AdapterCard(a.name, tuple(a.tasks), a.output_format, a.tone)
+                for a in reply.adapters
+            }
+            self._fetched = time.monotonic()
+        return self._cards
+
+
+class AnswerPipeline:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        policy: RoutingPolicy,
+        ledger: Ledger,
+        *,
+        embedding: ServiceClient,
+        retrieval: ServiceClient,
+        generation: ServiceClient,
+        rerank: ServiceClient | None,
+    ) -> None:
+        self.config, self.policy, self.ledger = config, policy, ledger
+        self.embedding, self.retrieval, self.generation = embedding, retrieval, generation
+        self.rerank = rerank
+        self.adapters = AdapterCatalog(generation, config.router.adapter_cache_s)
+        self._decisions = metrics.Counter(
+            "ragtune_route_decisions_total",
+            description="Route decisions, by path and reason code (one per reason of each).",
+            tag_keys=("path", "reason"),
+        )
+        self._cost = metrics.Counter(
+            "ragtune_request_cost_usd_total",
+            description="Cost of answered requests in USD, by path and stage.",
+            tag_keys=("path", "stage"),
+        )
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    async def _first_stage(
+        self,
+        request: gateway_pb2.AnswerRequest,
+        tenant: str,
+        collection: str,
+        k: int,
+        timings: Timings,
+        work: Work,
+    ) -> FirstStage:
+        started = time.perf_counter()
+        with timings.stage("embed"):
+            query = await self.embedding.call(
+                "Embed",
+                embedding_pb2.EmbedRequest(
+                    texts=[request.question], input_type=embedding_pb2.INPUT_TYPE_QUERY
+                ),
+            )
+        work.usage.embedding_tokens = sum(query.token_counts)
+        work.add("embed", query.busy_ms, work.usage.embedding_tokens)
+        search = retrieval_pb2.SearchRequest(
+            tenant=tenant,
+            collection=collection,
+            query_vector=query.vectors[0].values,
+            top_k=k,
+            filter=dict(request.filter),
+        )
+        with timings.stage("retrieve"):
+            try:
+                found = await self.retrieval.call("Search", search)
+            except Exception as exc:
+                if not isinstance(unwrap(exc), NotFound):
+                    raise
+                return FirstStage([], False, (time.perf_counter() - started) * 1000)
+        work.add("retrieve", found.busy_ms, 0)
+        hits = [(h.chunk, h.score) for h in found.hits]
+        return FirstStage(hits, True, (time.perf_counter() - started) * 1000)
+
+    async def _passages(
+        self,
+        question: str,
+        hits: list[tuple[retrieval_pb2.Chunk, float]],
+        top_k: int,
+        timings: Timings,
+        work: Work,
+    ) -> list[tuple[common_pb2.Citation, str]]:
+        """Citations for the passages given to the model, each with the passage's full text."""
+        if self.rerank is not None and hits:
+            hits = hits[: max(top_k, self.config.rerank_candidates)]
+            with timings.stage("rerank"):
+                ranked = await self.rerank.call(
+                    "Rerank",
+                    rerank_pb2.RerankRequest(
+                        query=question, passages=[c.text for c, _ in hits], top_n=top_k
+                    ),
+                )
+            work.usage.rerank_tokens = ranked.tokens
+            work.add("rerank", ranked.busy_ms, ranked.tokens)
+            hits = [(hits[r.index][0], r.score) for r in ranked.results]
+        return [
+            (
+                common_pb2.Citation(
+                    marker=i,
+                    doc_id=chunk.doc_id,
+                    chunk_id=chunk.chunk_id,
+                    score=score,
+                    snippet=chunk.text[: self.config.snippet_chars],
+                    metadata=chunk.metadata,
+                ),
+                chunk.text,
+            )
+            for i, (chunk, score) in enumerate(hits[:top_k], start=1)
+        ]
+
+    async def _decide(
+        self,
+        request: gateway_pb2.AnswerRequest,
+        principal: Principal,
+        top_k: int,
+        timings: Timings,
+        work: Work,
+    ) -> tuple[Route, FirstStage | None]:
+        collection = request.collection or self.config.default_collection
+        need = self.policy.read_need(
+            request.question, request.output_format, request.task, request.tone
+        )
+        route_request = RouteRequest(
+            question=request.question,
+            path=request.path,
+            adapter=request.adapter,
+            collection=collection,
+            collection_named=bool(request.collection),
+            need=need,
+            require_citations=request.require_citations,
+            freshness_sensitive=request.freshness_sensitive,
+            latency_budget_ms=request.latency_budget_ms,
+            max_cost_micro_usd=request.max_cost_micro_usd,
+            registered=await self.adapters.cards(),
+            allowed=principal.adapters,
+        )
+        first = None
+        probe_k = self.config.router.probe.top_k
+        if self.policy.wants_evidence(route_request):
+            depth = max(top_k, self.config.rerank_candidates if self.rerank else 0, probe_k)
+            first = await self._first_stage(
+                request, principal.tenant, collection, depth, timings, work
+            )
+        with timings.stage("route"):
+            route = self.policy.decide(route_request, first and first.evidence(probe_k))
+        for reason in route.reasons:
+            self._decisions.inc(tags={"path": route.path_name, "reason": reason})
+        span = trace.get_current_span()
+        span.set_attribute("ragtune.route.path", route.path_name)
+        span.set_attribute("ragtune.route.reason", ",".join(route.reasons))
+        if route.adapter:
+            span.set_attribute("ragtune.adapter", route.adapter)
+        return route, first
+
+    # -- the request -----------------------------------------------------------------------------
+
+    async def events(
+        self,
+        request: gateway_pb2.AnswerRequest,
+        principal: Principal,
+        top_k: int,
+        timings: Timings,
+    ) -> AsyncIterator[gateway_pb2.AnswerEvent]:
+        work = Work()
+        route, first = await self._decide(request, principal, top_k, timings, work)
+        yield gateway_pb2.AnswerEvent(route=route.to_pb())
+
+        passages: list[tuple[common_pb2.Citation, str]] = []
+        if route.retrieves:
+            if first is None:  # the probe is off
+                first = await self._first_stage(
+                    request,
+                    principal.tenant,
+                    route.collection,
+                    max(top_k, self.config.rerank_candidates if self.rerank else 0),
+                    timings,
+                    work,
+                )
+                if not first.exists:
+                    raise NotFound(f"collection {route.collection!r} not found")
+            passages = await self._passages(request.question, first.hits, top_k, timings, work)
+        sampling = common_pb2.SamplingParams()
+        sampling.CopyFrom(request.sampling)
+        sampling.max_tokens = sampling.max_tokens or self.config.default_max_tokens
+        generate = generation_pb2.GenerateRequest(
+            messages=[generation_pb2.ChatMessage(role="user", content=request.question)],
+            sampling=sampling,
+            adapter=route.adapter,
+            context=[
+                generation_pb2.ContextPassage(marker=c.marker, source=c.doc_id, text=text)
+                for c, text in passages
+            ],
+        )
+        finish = ""
+        with timings.stage("generate"):
+            async for piece in self.generation.stream(
+                "GenerateStream", generate, model_id=route.adapter
+            ):
+                if piece.delta:
+                    yield gateway_pb2.AnswerEvent(delta=piece.delta)
+                if piece.finish_reason:
+                    finish = piece.finish_reason
+                    work.usage.prompt_tokens = piece.prompt_tokens
+                    work.usage.completion_tokens = piece.completion_tokens
+                    work.add(
+                        "generate", piece.busy_ms, piece.prompt_tokens + piece.completion_tokens
+                    )
+        done = gateway_pb2.AnswerResponse(
+            route=route.to_pb(),
+            citations=[c for c, _ in passages],
+            usage=work.usage,
+            finish_reason=finish,
+            request_id=uuid.uuid4().hex,
+            cost=price(
+                self.config.pricing,
+                work.uses,
+                prompt_tokens=work.usage.prompt_tokens,
+                completion_tokens=work.usage.completion_tokens,
+            ),
+        )
+        done.timings.extend(timings.done())
+        await self._account(done, principal.tenant, timings.elapsed_ms())
+        yield gateway_pb2.AnswerEvent(done=done)
+
+    async def _account(self, done: gateway_pb2.AnswerResponse, tenant: str, ms: float) -> None:
+        """Ledger row, path statistics, cost counters: before the client sees the cost."""
+        route, cost = done.route, done.cost
+        path = common_pb2.Path.Name(route.path).removeprefix("PATH_")
+        entry = Entry(
+            request_id=done.request_id,
+            tenant=tenant,
+            path=path,
+            adapter=route.adapter,
+            collection=route.collection,
+            reasons=tuple(route.reasons),
+            confidence=route.confidence,
+            latency_ms=ms,
+            cost_micro_usd=cost.total_micro_usd,
+            stage_costs={s.stage: s.micro_usd for s in cost.stages},
+            prompt_tokens=done.usage.prompt_tokens,
+            completion_tokens=done.usage.completion_tokens,
+            finish_reason=done.finish_reason,
+            created=dt.datetime.now(dt.UTC),
+        )
+        await asyncio.to_thread(self.ledger.record, entry)
+        self.policy.observe(path, ms, cost.total_micro_usd)
+        for stage in cost.stages:
+            if stage.micro_usd > 0:  # Ray counters refuse increments of 0
+                self._cost.inc(stage.micro_usd / 1e6, tags={"path": path, "stage": stage.stage})
+        trace.get_current_span().set_attribute("ragtune.cost.usd", cost.total_micro_usd / 1e6)
