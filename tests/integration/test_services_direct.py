@@ -78,3 +78,28 @@ def test_internal_services_map_bad_input_to_status_codes(platform):
             with pytest.raises(grpc.RpcError) as err:
                 stub.Embed(request, metadata=[("application", "embedding")])
             assert err.value.code() == code and err.value.details().startswith(details)
+
+
+def test_gateway_exports_route_decisions_and_cost_by_path(platform):
+    def samples(name: str) -> dict[tuple[str, str], float]:
+        text = urllib.request.urlopen(platform.metrics_url, timeout=10).read().decode()
+        found: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == name:
+                    key = (s.labels["path"], s.labels.get("reason", s.labels.get("stage")))
+                    found[key] = found.get(key, 0.0) + s.value
+        return found
+
+    decisions = "ray_ragtune_route_decisions_total"
+    before = samples(decisions).get(("TUNED", "no_collection"), 0.0)
+    with platform.client(platform.globex_key) as client:
+        reply = client.answer("Reply in JSON: what is a kite?", collection="")
+    assert reply.route.reasons == ["format_requested", "no_collection"]
+    deadline = time.monotonic() + 60
+    while samples(decisions).get(("TUNED", "no_collection"), 0.0) < before + 1:
+        assert time.monotonic() < deadline, "route decision counter did not move"
+        time.sleep(1)
+    assert samples(decisions)[("TUNED", "format_requested")] >= 1
+    cost = samples("ray_ragtune_request_cost_usd_total")
+    assert cost.get(("TUNED", "generate"), 0.0) > 0
