@@ -138,6 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             grpc_port=args.grpc_port,
             rerank_model=args.rerank_model,
             rerank=not args.no_rerank,
+            telemetry={"tracing": args.trace, "otlp_endpoint": args.otlp_endpoint},
         )
     )
     port = config["grpc_options"]["port"]
@@ -408,7 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-rerank", action="store_true", help="deploy no rerank application")
     p.add_argument(
-        "--demo", action="store_true", help="ingest the demo corpus and print one answer per path"
+        "--trace",
+        choices=["off", "console", "otlp"],
+        default="off",
+        help="where every service sends its OpenTelemetry spans (built-in config only)",
+    )
+    p.add_argument("--otlp-endpoint", default="localhost:4317", help="OTLP/gRPC collector")
+    p.add_argument(
+        "--demo", action="store_true", help="ingest the demo corpus and print routed answers"
     )
     p.add_argument(
         "--metrics-port",

@@ -57,6 +57,7 @@ def local_config(
     rerank_model: str | None = None,
     rerank: bool = True,
     model_dir: Path | None = None,
+    telemetry: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The default CPU deployment: MiniLM embedder, FAISS CPU over SQLite, the dev model.
 
@@ -64,6 +65,7 @@ def local_config(
     rerank config's defaults; +0.043 nDCG@10 on SciFact test over dense retrieval), or the
     cross-encoder in ``rerank_model``. ``rerank=False`` leaves the rerank application out.
     ``model_dir`` holds ``ragtune-dev-llama/`` and ``adapters/`` (default: DATA_DIR/devmodel).
+    ``telemetry`` (a ``TelemetryConfig`` as a dict) goes to every application.
     """
     data_dir = data_dir.resolve()
     model_dir = (model_dir or data_dir / "devmodel").resolve()
@@ -98,6 +100,9 @@ def local_config(
                 "input_order_weight": 0.0,
             }
         apps.insert(2, app_entry("rerank", "Rerank", rerank_args, 0.25))
+    if telemetry:
+        for app in apps:
+            app["args"]["telemetry"] = dict(telemetry)
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": http_port},

@@ -15,6 +15,7 @@ from ragtune.client import GatewayClient
 from ragtune.common.auth import create_key
 from ragtune.deployment import local_config, start_local, stop_local
 from tests.conftest import DEMO_CORPUS
+from tests.integration.otlp import Receiver
 
 
 def free_port() -> int:
@@ -29,13 +30,21 @@ class Platform:
     metrics_url: str  # Ray's Prometheus endpoint: Ray's and ragtune's metrics
     acme_key: str  # admin of tenant acme
     globex_key: str  # plain key of tenant globex
+    spans: Receiver  # the OTLP/gRPC receiver every service exports its spans to
 
     def client(self, key: str | None = None) -> GatewayClient:
         return GatewayClient(self.target, self.acme_key if key is None else key, timeout_s=120)
 
 
 @pytest.fixture(scope="session")
-def platform(devmodel, cross_encoder_dir, tmp_path_factory):
+def otlp_receiver():
+    receiver = Receiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def platform(devmodel, cross_encoder_dir, tmp_path_factory, otlp_receiver):
     data = tmp_path_factory.mktemp("data")
     acme, globex = (
         create_key(data / "keys.yaml", "acme", admin=True),
@@ -48,6 +57,11 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory):
         http_port=free_port(),
         rerank_model=str(cross_encoder_dir),
         model_dir=devmodel.base_dir.parent,
+        telemetry={
+            "tracing": "otlp",
+            "otlp_endpoint": f"127.0.0.1:{otlp_receiver.port}",
+            "export_delay_ms": 200,
+        },
     )
     gateway = next(a for a in config["applications"] if a["name"] == "gateway")
     # The test cross-encoder is untrained: rerank exactly the passages retrieved, so the
@@ -61,7 +75,11 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory):
     try:
         start_local(config, temp_dir=ray_tmp, metrics_port=metrics_port, timeout_s=600)
         yield Platform(
-            f"localhost:{port}", f"http://127.0.0.1:{metrics_port}/metrics", acme, globex
+            f"localhost:{port}",
+            f"http://127.0.0.1:{metrics_port}/metrics",
+            acme,
+            globex,
+            otlp_receiver,
         )
     finally:
         stop_local()

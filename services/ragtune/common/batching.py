@@ -68,6 +68,12 @@ class DynamicBatcher(Generic[Item, Result]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._carry: _Pending | None = None  # the request that did not fit: next batch's head
 
+    @property
+    def pending(self) -> int:
+        """Requests waiting for a batch (the queue depth)."""
+        queued = self._queue.qsize() if self._queue is not None else 0
+        return queued + (self._carry is not None)
+
     async def submit(self, items: Sequence[Item], tokens: int) -> list[Result]:
         """Queue ``items`` (costing ``tokens``) and wait for their results."""
         results, _ = await self.submit_timed(items, tokens)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from ragtune.common.telemetry import carrier
+
 
 class ServiceClient(Protocol):
     async def call(self, method: str, request: Any) -> Any: ...
@@ -33,7 +35,8 @@ class LocalClient:
 
 
 class HandleClient:
-    """Calls a Serve deployment through a ``DeploymentHandle`` (resolved lazily by name)."""
+    """Calls a Serve deployment through a ``DeploymentHandle`` (resolved lazily by name),
+    sending the current trace context along (the callee's ingress continues the trace)."""
 
     def __init__(self, app_name: str, deployment_name: str) -> None:
         self.app_name = app_name
@@ -49,10 +52,10 @@ class HandleClient:
         return self._handle
 
     async def call(self, method: str, request: Any) -> Any:
-        return await getattr(self.handle, method).remote(request)
+        return await getattr(self.handle, method).remote(request, _trace=carrier())
 
     def stream(self, method: str, request: Any, *, model_id: str = "") -> AsyncIterator[Any]:
         options: dict[str, Any] = {"stream": True}
         if model_id:
             options["multiplexed_model_id"] = model_id
-        return getattr(self.handle.options(**options), method).remote(request)
+        return getattr(self.handle.options(**options), method).remote(request, _trace=carrier())

@@ -2,20 +2,30 @@
 
 The service classes know nothing of Ray: their methods are the RPCs, named as in the proto,
 ``async def Rpc(self, request[, context])``. This module wraps them once, generically, so that
-errors are mapped to status codes in one place and the wiring is not pasted into every service.
+errors are mapped to status codes, every RPC gets its server span (continuing the caller's
+trace) and its request/latency metrics in one place, not pasted into every service.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ragtune.common.context import CallContext
 from ragtune.common.errors import to_status
+from ragtune.common.telemetry import TelemetryConfig, parent_context, setup_tracing, tracer
+
+# Seconds; they include the SLO thresholds of docs/observability.md (0.5, 2.5, 5 and 10 s).
+LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 
 GRPC_SERVICERS = [
     f"ragtune.v1.{name}_pb2_grpc.add_{service}Servicer_to_server"
@@ -44,29 +54,115 @@ def report_errors(grpc_context: Any | None) -> Iterator[None]:
         raise
 
 
+class RpcTelemetry:
+    """Server span and metrics of every RPC of one service."""
+
+    def __init__(self, service: str, package: str) -> None:
+        from ray.serve import metrics
+
+        self.service, self.package = service, package
+        self.requests = metrics.Counter(
+            "ragtune_rpc_requests_total",
+            description="RPCs handled, by service, RPC and gRPC status code.",
+            tag_keys=("service", "rpc", "code"),
+        )
+        self.latency = metrics.Histogram(
+            "ragtune_rpc_latency_seconds",
+            description="Time to handle an RPC (a stream: until its last message).",
+            boundaries=LATENCY_BUCKETS,
+            tag_keys=("service", "rpc"),
+        )
+
+    def start(self, rpc: str, headers: Mapping[str, str] | None) -> trace.Span:
+        return tracer().start_span(
+            f"{self.package}/{rpc}",
+            context=parent_context(headers),
+            kind=SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": self.package, "rpc.method": rpc},
+        )
+
+    def finish(self, rpc: str, span: trace.Span, started: float, exc: BaseException | None):
+        code = grpc.StatusCode.OK
+        if isinstance(exc, GeneratorExit | StopAsyncIteration):
+            code = grpc.StatusCode.CANCELLED  # the caller went away mid-stream
+        elif exc is not None:
+            code, details = to_status(exc)
+            span.set_status(Status(StatusCode.ERROR, details))
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        span.end()
+        tags = {"service": self.service, "rpc": rpc}
+        self.requests.inc(tags={**tags, "code": code.name})
+        self.latency.observe(time.perf_counter() - started, tags=tags)
+
+
+def _headers(grpc_context: Any, trace_headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    """Trace context from a handle call's carrier, else from the gRPC metadata."""
+    if trace_headers is not None:
+        return trace_headers
+    return CallContext.from_grpc(grpc_context).metadata
+
+
+@contextmanager
+def continue_trace(grpc_context: Any, trace_headers: Mapping[str, str] | None) -> Iterator[None]:
+    """Make the caller's trace context current for work done before an RPC's own span starts
+    (Serve's multiplexing hook): its spans join the caller's trace."""
+    parent = parent_context(_headers(grpc_context, trace_headers))
+    token = otel_context.attach(parent) if parent is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+
+
 def _unary(name: str, takes_context: bool) -> Callable[..., Any]:
-    async def rpc(self: Any, request: Any, grpc_context: Any = None) -> Any:
+    async def rpc(self: Any, request: Any, grpc_context: Any = None, *, _trace: Any = None) -> Any:
         method = getattr(self.service, name)
-        with report_errors(grpc_context):
-            if takes_context:
-                return await method(request, CallContext.from_grpc(grpc_context))
-            return await method(request)
+        span, error = self.telemetry.start(name, _headers(grpc_context, _trace)), None
+        started = time.perf_counter()
+        try:
+            with report_errors(grpc_context), trace.use_span(span, end_on_exit=False):
+                if takes_context:
+                    return await method(request, CallContext.from_grpc(grpc_context))
+                return await method(request)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.telemetry.finish(name, span, started, error)
 
     rpc.__name__ = name
     return rpc
 
 
 def _streaming(name: str, takes_context: bool) -> Callable[..., AsyncIterator[Any]]:
-    async def rpc(self: Any, request: Any, grpc_context: Any = None) -> AsyncIterator[Any]:
+    async def rpc(
+        self: Any, request: Any, grpc_context: Any = None, *, _trace: Any = None
+    ) -> AsyncIterator[Any]:
         method = getattr(self.service, name)
-        with report_errors(grpc_context):
-            stream = (
-                method(request, CallContext.from_grpc(grpc_context))
-                if takes_context
-                else method(request)
-            )
-            async for message in stream:
-                yield message
+        span, error = self.telemetry.start(name, _headers(grpc_context, _trace)), None
+        started = time.perf_counter()
+        try:
+            with report_errors(grpc_context):
+                stream = (
+                    method(request, CallContext.from_grpc(grpc_context))
+                    if takes_context
+                    else method(request)
+                ).__aiter__()
+                while True:
+                    # The span is current only while the service's code runs: a context
+                    # attached across a yield would leak into the consumer's.
+                    with trace.use_span(span, end_on_exit=False):
+                        try:
+                            message = await stream.__anext__()
+                        except StopAsyncIteration:
+                            break
+                    yield message
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.telemetry.finish(name, span, started, error)
 
     rpc.__name__ = name
     return rpc
@@ -81,9 +177,15 @@ def ingress_class(
     """Build the class Serve deploys: one method per RPC of ``descriptor``, delegating to
     ``factory(*args)``'s instance, plus ``extra_methods`` reachable through handles only."""
 
+    # Plain strings only: the class is pickled to the replicas, and descriptors do not pickle.
+    service_name, package = descriptor.name.lower(), descriptor.full_name
+
     async def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         # Serve awaits an async constructor on the replica's user event loop: the loop that
         # serves requests, so whatever ``start()`` binds to a loop (locks, engine tasks) works.
+        config = args[0] if args else None
+        setup_tracing(getattr(config, "telemetry", None) or TelemetryConfig(), service_name)
+        self.telemetry = RpcTelemetry(service_name, package)
         self.service = factory(*args, **kwargs)
         warm_up = getattr(self.service, "warm_up", None)
         if warm_up is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, model_validator
 
+from ragtune.common.telemetry import TelemetryConfig
+
 
 class EmbeddingModelConfig(BaseModel):
     """One sentence-transformers model served under a name."""
@@ -56,6 +58,11 @@ class EmbeddingConfig(BaseModel):
         default=5.0,
         ge=0,
         description="How long the first request of a batch waits for others to join.",
+    )
+
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig,
+        description="Tracing of this service (see docs/observability.md).",
     )
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from ray.serve import metrics
 
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import NotFound
+from ragtune.common.telemetry import annotate
 from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_texts
 from ragtune.embedding.backend import Embedder, SentenceTransformerEmbedder
@@ -58,10 +59,20 @@ class EmbeddingService:
             boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
             tag_keys=tags,
         )
+        self._queue_depth = metrics.Gauge(
+            "ragtune_embedding_queue_depth",
+            description="Requests waiting for the next batch when the last batch started.",
+            tag_keys=tags,
+        )
         for name, model in self._models.items():
-            model.batcher.on_batch = lambda requests, _items, _wait, n=name: (
-                self._batch_requests.observe(requests, tags={"model": n})
+            model.batcher.on_batch = lambda requests, _items, _wait, n=name: self._on_batch(
+                n, requests
             )
+
+    def _on_batch(self, model: str, requests: int) -> None:
+        tags = {"model": model}
+        self._batch_requests.observe(requests, tags=tags)
+        self._queue_depth.set(self._models[model].batcher.pending, tags=tags)
 
     def warm_up(self) -> None:
         set_torch_threads(self.config.torch_threads)
@@ -108,6 +119,15 @@ class EmbeddingService:
             self._truncated_tokens.inc(sum(truncated), tags=tags)
         vectors, busy_s = await model.batcher.submit_timed(
             texts, sum(min(c, limit) for c in counts)
+        )
+        annotate(
+            {
+                "gen_ai.operation.name": "embeddings",
+                "gen_ai.request.model": model.config.name,
+                "gen_ai.usage.input_tokens": sum(min(c, limit) for c in counts),
+                "ragtune.embedding.texts": len(texts),
+                "ragtune.embedding.truncated_tokens": sum(truncated),
+            }
         )
         return pb.EmbedResponse(
             vectors=[pb.Vector(values=v.tolist()) for v in vectors],

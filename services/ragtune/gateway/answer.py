@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from opentelemetry import trace
 from ray.serve import metrics
 
 from ragtune.common.auth import Principal
 from ragtune.common.clients import ServiceClient
 from ragtune.common.cost import StageUse, price
 from ragtune.common.errors import NotFound, unwrap
+from ragtune.common.serving import LATENCY_BUCKETS
+from ragtune.common.telemetry import annotate, tracer
 from ragtune.gateway.config import GatewayConfig
 from ragtune.gateway.ledger import Entry, Ledger
 from ragtune.gateway.routing import AdapterCard, Evidence, Route, RouteRequest, RoutingPolicy
@@ -129,6 +130,29 @@ class AnswerPipeline:
             "ragtune_request_cost_usd_total",
             description="Cost of answered requests in USD, by path and stage.",
             tag_keys=("path", "stage"),
+        )
+        self._answers = metrics.Counter(
+            "ragtune_gateway_answers_total",
+            description="Answer/AnswerStream requests by path and outcome (ok, error); path "
+            "'none' when the request failed before a route was chosen.",
+            tag_keys=("path", "outcome"),
+        )
+        self._latency = metrics.Histogram(
+            "ragtune_gateway_request_seconds",
+            description="Time to answer, by path (streams: until the last message).",
+            boundaries=LATENCY_BUCKETS,
+            tag_keys=("path",),
+        )
+        self._stage = metrics.Histogram(
+            "ragtune_gateway_stage_seconds",
+            description="Time spent in each stage of an answer, as the gateway waited for it.",
+            boundaries=LATENCY_BUCKETS,
+            tag_keys=("stage", "path"),
+        )
+        self._tokens = metrics.Counter(
+            "ragtune_gateway_tokens_total",
+            description="Prompt and completion tokens of answers, by path and adapter.",
+            tag_keys=("path", "adapter", "kind"),
         )
 
     # -- stages ----------------------------------------------------------------------------------
@@ -239,20 +263,43 @@ class AnswerPipeline:
             first = await self._first_stage(
                 request, principal.tenant, collection, depth, timings, work
             )
-        with timings.stage("route"):
+        with timings.stage("route"), tracer().start_as_current_span("route decision"):
             route = self.policy.decide(route_request, first and first.evidence(probe_k))
+            decision = {
+                "ragtune.route.path": route.path_name,
+                "ragtune.route.reason": ",".join(route.reasons),
+                "ragtune.route.confidence": route.confidence,
+                "ragtune.adapter": route.adapter,
+            }
+            annotate(decision)
+        annotate(decision)  # on the gateway's RPC span too
         for reason in route.reasons:
             self._decisions.inc(tags={"path": route.path_name, "reason": reason})
-        span = trace.get_current_span()
-        span.set_attribute("ragtune.route.path", route.path_name)
-        span.set_attribute("ragtune.route.reason", ",".join(route.reasons))
-        if route.adapter:
-            span.set_attribute("ragtune.adapter", route.adapter)
         return route, first
 
     # -- the request -----------------------------------------------------------------------------
 
     async def events(
+        self,
+        request: gateway_pb2.AnswerRequest,
+        principal: Principal,
+        top_k: int,
+        timings: Timings,
+    ) -> AsyncIterator[gateway_pb2.AnswerEvent]:
+        if self.config.telemetry.tenant_attribute:
+            annotate({"ragtune.tenant": principal.tenant})
+        path = "none"
+        try:
+            async for event in self._events(request, principal, top_k, timings):
+                if event.HasField("route"):
+                    path = common_pb2.Path.Name(event.route.path).removeprefix("PATH_")
+                yield event
+        except BaseException:
+            self._answers.inc(tags={"path": path, "outcome": "error"})
+            raise
+        self._answers.inc(tags={"path": path, "outcome": "ok"})
+
+    async def _events(
         self,
         request: gateway_pb2.AnswerRequest,
         principal: Principal,
@@ -345,4 +392,18 @@ class AnswerPipeline:
         for stage in cost.stages:
             if stage.micro_usd > 0:  # Ray counters refuse increments of 0
                 self._cost.inc(stage.micro_usd / 1e6, tags={"path": path, "stage": stage.stage})
-        trace.get_current_span().set_attribute("ragtune.cost.usd", cost.total_micro_usd / 1e6)
+        self._latency.observe(ms / 1000, tags={"path": path})
+        for timing in done.timings:
+            if timing.stage != "total":
+                self._stage.observe(timing.ms / 1000, tags={"stage": timing.stage, "path": path})
+        adapter = route.adapter or "base"
+        tokens = (
+            ("prompt", done.usage.prompt_tokens),
+            ("completion", done.usage.completion_tokens),
+        )
+        for kind, n in tokens:
+            if n > 0:
+                self._tokens.inc(n, tags={"path": path, "adapter": adapter, "kind": kind})
+        annotate(
+            {"ragtune.cost.usd": cost.total_micro_usd / 1e6, "ragtune.request_id": done.request_id}
+        )

@@ -7,6 +7,7 @@ import re
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ragtune.common.cost import Pricing
+from ragtune.common.telemetry import TelemetryConfig
 
 
 class ServiceNames(BaseModel):
@@ -152,4 +153,8 @@ class GatewayConfig(BaseModel):
         default="sqlite:///data/ledger.db",
         description="SQLAlchemy URL of the usage ledger (route decisions, costs, feedback): "
         "SQLite locally, PostgreSQL on a cluster.",
+    )
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig,
+        description="Tracing of this service (see docs/observability.md).",
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ragtune.common.serving import ingress_class, report_errors
+from ragtune.common.serving import continue_trace, ingress_class, report_errors
 from ragtune.generation.config import GenerationConfig
 from ragtune.generation.service import GenerationService
 from ragtune.v1 import generation_pb2
@@ -35,18 +35,18 @@ def build(args: dict[str, Any]):
             await self.service.ensure_resident(name)
             return name
 
-        async def _place(self, request: generation_pb2.GenerateRequest, grpc_context) -> None:
+        async def _place(self, request, grpc_context, trace_headers) -> None:
             if request.adapter:
-                with report_errors(grpc_context):
+                with report_errors(grpc_context), continue_trace(grpc_context, trace_headers):
                     await self._multiplexed_adapter(request.adapter)
 
-        async def Generate(self, request, grpc_context=None):
-            await self._place(request, grpc_context)
-            return await base.Generate(self, request, grpc_context)
+        async def Generate(self, request, grpc_context=None, *, _trace=None):
+            await self._place(request, grpc_context, _trace)
+            return await base.Generate(self, request, grpc_context, _trace=_trace)
 
-        async def GenerateStream(self, request, grpc_context=None):
-            await self._place(request, grpc_context)
-            async for message in base.GenerateStream(self, request, grpc_context):
+        async def GenerateStream(self, request, grpc_context=None, *, _trace=None):
+            await self._place(request, grpc_context, _trace)
+            async for message in base.GenerateStream(self, request, grpc_context, _trace=_trace):
                 yield message
 
     return serve.deployment(GenerationDeployment, name=DEPLOYMENT).bind(config)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
+from ragtune.common.telemetry import TelemetryConfig
+
 
 class GenerationConfig(BaseModel):
     model_path: str = Field(
@@ -74,6 +76,11 @@ class GenerationConfig(BaseModel):
     default_max_tokens: int = Field(default=128, ge=1)
     max_tokens_limit: int = Field(default=2048, ge=1, description="Largest max_tokens accepted.")
     max_prompt_chars: int = Field(default=64_000, ge=1)
+
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig,
+        description="Tracing of this service (see docs/observability.md).",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> GenerationConfig:

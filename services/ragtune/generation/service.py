@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -11,11 +12,13 @@ from pathlib import Path
 
 from ragtune.common.busy import SharedClock
 from ragtune.common.errors import InvalidArgument
+from ragtune.common.telemetry import annotate, tracer
 from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_name, check_range
 from ragtune.generation.adapters import AdapterInfo, AdapterRegistry
 from ragtune.generation.config import GenerationConfig
 from ragtune.generation.engine import Chunk, Engine, Sampling
+from ragtune.generation.metrics import GenerationMetrics, annotate_generation
 from ragtune.generation.prompting import Passage, build_messages
 from ragtune.v1 import generation_pb2 as pb
 
@@ -74,6 +77,8 @@ class GenerationService:
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._load_ms: dict[str, float] = {}  # each adapter's latest load time
         self._busy = SharedClock()  # each request's share of the engine, for costing
+        self.metrics = GenerationMetrics()
+        self._running = 0
 
     def warm_up(self) -> None:
         set_torch_threads(self.config.torch_threads)
@@ -114,10 +119,20 @@ class GenerationService:
             victim, _ = self._resident.popitem(last=False)
             log.info("evicting adapter %s (least recently used)", victim)
             await self.engine.unload_adapter(victim)
-        start = time.perf_counter()
-        await self.engine.load_adapter(info.name, info.source)
-        self._load_ms[name] = (time.perf_counter() - start) * 1000
+            self.metrics.unloads.inc(tags={"reason": "evicted"})
+        with tracer().start_as_current_span("adapter load", attributes={"ragtune.adapter": name}):
+            start = time.perf_counter()
+            try:
+                await self.engine.load_adapter(info.name, info.source)
+            except Exception:
+                self.metrics.loads.inc(tags={"outcome": "error"})
+                raise
+            seconds = time.perf_counter() - start
+        self.metrics.loads.inc(tags={"outcome": "ok"})
+        self.metrics.load_seconds.observe(seconds)
+        self._load_ms[name] = seconds * 1000
         self._resident[name] = 0.0
+        self.metrics.resident.set(len(self._resident))
 
     async def shutdown(self) -> None:
         await self.engine.shutdown()
@@ -169,16 +184,44 @@ class GenerationService:
         messages, sampling, adapter = self._prepare(request)
         if adapter:
             await self.ensure_resident(adapter)
-        started = self._busy.start()
-        stopped = False
+        tags = {"adapter": adapter or "base"}
+        if self.config.telemetry.capture_content:
+            annotate({"gen_ai.input.messages": json.dumps(messages)})
+        started, t0 = self._busy.start(), time.perf_counter()
+        self._running += 1
+        self.metrics.running.set(self._running)
+        stopped, last, ttft, text = False, None, None, []
         try:
             async for chunk in self.engine.stream(messages, sampling, adapter):
+                now = time.perf_counter()
+                if chunk.delta:
+                    if ttft is None:
+                        ttft = now - t0
+                        self.metrics.ttft.observe(ttft, tags=tags)
+                    else:
+                        self.metrics.inter_token.observe(now - last, tags=tags)
+                    last = now
+                    text.append(chunk.delta)
                 if chunk.finish_reason:
                     busy, stopped = self._busy.stop(started), True
+                    annotate_generation(
+                        model=self.engine.model_name,
+                        adapter=adapter or "",
+                        max_tokens=sampling.max_tokens,
+                        temperature=sampling.temperature,
+                        prompt_tokens=chunk.prompt_tokens,
+                        completion_tokens=chunk.completion_tokens,
+                        ttft_s=ttft,
+                        finish_reason=chunk.finish_reason,
+                    )
+                    if self.config.telemetry.capture_content:
+                        annotate({"gen_ai.output.messages": "".join(text)})
                     yield chunk, busy
                 else:
                     yield chunk, 0.0
         finally:
+            self._running -= 1
+            self.metrics.running.set(self._running)
             if not stopped:
                 self._busy.stop(started)
 
@@ -255,4 +298,6 @@ class GenerationService:
         info = self.registry.remove(request.name)
         if self._resident.pop(request.name, None) is not None:
             await self.engine.unload_adapter(request.name)
+            self.metrics.unloads.inc(tags={"reason": "request"})
+            self.metrics.resident.set(len(self._resident))
         return pb.UnloadAdapterResponse(adapter=self._adapter_pb(info))

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from ragtune.common.telemetry import TelemetryConfig
+
 
 class RerankConfig(BaseModel):
     # The defaults are the offline default reranker: MaxSim over the shipped MiniLM weights,
@@ -48,6 +50,11 @@ class RerankConfig(BaseModel):
         "would otherwise allow one thread per whole CPU requested).",
     )
     max_passages: int = Field(default=1000, ge=1)
+
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig,
+        description="Tracing of this service (see docs/observability.md).",
+    )
 
     @model_validator(mode="after")
     def _path_for_cross_encoder(self) -> RerankConfig:

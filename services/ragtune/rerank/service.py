@@ -8,6 +8,7 @@ from ray.serve import metrics
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import InvalidArgument, NotFound
 from ragtune.common.fusion import reciprocal_rank_fusion
+from ragtune.common.telemetry import annotate
 from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_text, check_texts
 from ragtune.rerank.backend import CrossEncoderScorer, MaxSimScorer, Scorer
@@ -72,6 +73,15 @@ class RerankService:
             [(request.query, p) for p in passages], tokens
         )
         scores = np.asarray(scored)
+        annotate(
+            {
+                "gen_ai.operation.name": "rerank",
+                "gen_ai.request.model": self.scorer.name,
+                "gen_ai.usage.input_tokens": tokens,
+                "ragtune.rerank.passages": len(passages),
+                "ragtune.rerank.truncated_passages": sum(1 for c in cut if c),
+            }
+        )
         order = np.argsort(-scores, kind="stable")
         if self.config.input_order_weight > 0:
             fused = reciprocal_rank_fusion(

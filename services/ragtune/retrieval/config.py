@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
+from ragtune.common.telemetry import TelemetryConfig
+
 
 class RetrievalConfig(BaseModel):
     database_url: str = Field(
@@ -13,6 +15,17 @@ class RetrievalConfig(BaseModel):
     )
     max_top_k: int = Field(default=1000, ge=1, description="Largest top_k a Search may ask for.")
     max_dims: int = Field(default=8192, ge=1)
+    tail_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a replica checks the change log for writes made elsewhere "
+        "(other replicas) and applies them; Search with min_seq catches up at once anyway.",
+    )
+
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig,
+        description="Tracing of this service (see docs/observability.md).",
+    )
 
     @field_validator("database_url")
     @classmethod

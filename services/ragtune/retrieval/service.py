@@ -7,17 +7,22 @@ way it catches up with writes made by other replicas (``min_seq``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 
 import numpy as np
+from ray.serve import metrics
 
 from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
+from ragtune.common.telemetry import annotate
 from ragtune.common.validation import check_name, check_range
 from ragtune.retrieval.config import RetrievalConfig
 from ragtune.retrieval.index import CollectionIndex
 from ragtune.retrieval.store import CollectionRow, NewChunk, Store
 from ragtune.v1 import retrieval_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 
 class RetrievalService:
@@ -28,7 +33,41 @@ class RetrievalService:
         self.applied_seq = 0
         self._lock = asyncio.Lock()
         self.calls: Counter[str] = Counter()  # RPC name -> calls, read by tests and operators
+        self._tail_task: asyncio.Task | None = None
+        self._applied = metrics.Gauge(
+            "ragtune_retrieval_applied_seq",
+            description="Change-log sequence number this replica has applied to its indexes.",
+        )
+        self._lag = metrics.Gauge(
+            "ragtune_retrieval_replica_lag_changes",
+            description="Changes logged but not yet applied by this replica, at its last check.",
+        )
+        self._vectors = metrics.Gauge(
+            "ragtune_retrieval_index_vectors",
+            description="Vectors in this replica's in-memory indexes, all collections together.",
+        )
         self._catch_up()
+
+    async def start(self) -> None:
+        """Tail the change log (under Serve: writes made through other replicas show up here
+        within ``tail_interval_s`` even when no Search asks for them)."""
+        self._tail_task = asyncio.get_running_loop().create_task(self._tail())
+
+    async def shutdown(self) -> None:
+        if self._tail_task is not None:
+            self._tail_task.cancel()
+
+    async def _tail(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tail_interval_s)
+            try:
+                head = await asyncio.to_thread(self.store.last_seq)
+                self._lag.set(max(0, head - self.applied_seq))
+                if head > self.applied_seq:
+                    async with self._lock:
+                        await asyncio.to_thread(self._catch_up)
+            except Exception:  # the database may be briefly unreachable: try again next time
+                log.warning("tailing the change log failed", exc_info=True)
 
     def stats(self) -> dict[str, object]:
         return {"applied_seq": self.applied_seq, "calls": dict(self.calls)}
@@ -49,6 +88,8 @@ class RetrievalService:
                     rows = self.store.load_chunks(change.collection_id, change.doc_ids)
                     index.replace_documents(change.doc_ids, rows)
             self.applied_seq = change.seq
+        self._applied.set(self.applied_seq)
+        self._vectors.set(sum(len(index) for index in self._indexes.values()))
 
     def _index_for(self, collection_id: int) -> CollectionIndex | None:
         if collection_id not in self._indexes:
@@ -178,6 +219,14 @@ class RetrievalService:
             started = time.perf_counter()
             hits = index.search(query, request.top_k, dict(request.filter))
             busy_ms = (time.perf_counter() - started) * 1000
+        annotate(
+            {
+                "db.system": "faiss",
+                "ragtune.retrieval.top_k": request.top_k,
+                "ragtune.retrieval.hits": len(hits),
+                "ragtune.retrieval.applied_seq": self.applied_seq,
+            }
+        )
         return pb.SearchResponse(
             hits=[
                 pb.ScoredChunk(
