@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run test test-unit test-integration protos lint lock clean
+.PHONY: setup system-deps run test test-unit test-integration protos lint lock clean dashboards
 
 # torch is installed first, pinned, so pip takes the CPU wheel and never a CUDA build;
 # everything else is constrained by requirements.lock (regenerate with `make lock`).
@@ -22,19 +22,28 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)
 
+# Debian packages the tests use: prometheus (promtool checks the alert rules; the server scrapes
+# a running stack to test every dashboard query). Installed only when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus (promtool and a server for the tests)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
 run: setup
 	$(BIN)/ragtune --data-dir $(DATA) devmodel --if-missing
 	@echo "dev API key (also saved in $(DATA)/dev-api-key):"
 	@$(BIN)/ragtune --data-dir $(DATA) keys create --tenant dev --dev
 	$(BIN)/ragtune --data-dir $(DATA) serve --demo
 
-test: setup
+test: setup system-deps
 	$(BIN)/python -m pytest -q -rs
 
-test-unit: setup
+test-unit: setup system-deps
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: setup
+test-integration: setup system-deps
 	$(BIN)/python -m pytest -q tests/integration
 
 protos: setup
@@ -43,6 +52,9 @@ protos: setup
 lint: setup
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
+
+dashboards: setup  ## regenerate deploy/grafana/*.json from ragtune/observability/dashboards.py
+	$(BIN)/ragtune dashboards
 
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|ragtune)==' > requirements.lock

@@ -19,7 +19,8 @@ from ragtune.deployment import DEFAULT_GRPC_PORT, DEV_MODEL
 from ragtune.evaluation.commands import add_eval_commands
 
 DATA_DIR = Path(os.environ.get("RAGTUNE_DATA", "data"))
-DEMO_CORPUS = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "demo-corpus"
+REPO_DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEMO_CORPUS = REPO_DEPLOY / "examples" / "demo-corpus"
 DEV_KEY_FILE = "dev-api-key"
 
 
@@ -366,6 +367,27 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    from ragtune.observability import dashboards
+
+    out = Path(args.out)
+    if args.check:
+        stale = [
+            name
+            for name in dashboards.DASHBOARDS
+            if not (out / f"ragtune-{name}.json").is_file()
+            or (out / f"ragtune-{name}.json").read_text() != dashboards.render(name)
+        ]
+        if stale:
+            print(f"out of date in {out}: {', '.join(stale)} (run: ragtune dashboards)")
+            return 1
+        print(f"{len(dashboards.DASHBOARDS)} dashboards in {out} match the code")
+        return 0
+    for path in dashboards.write_all(out):
+        print(path)
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -530,6 +552,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_adapters)
 
     add_eval_commands(sub)
+
+    p = sub.add_parser(
+        "dashboards",
+        help="write the Grafana dashboards (code in ragtune/observability/dashboards.py) as JSON",
+    )
+    p.add_argument("--out", default=str(REPO_DEPLOY / "grafana"), help="default: deploy/grafana")
+    p.add_argument("--check", action="store_true", help="only check that the files are current")
+    p.set_defaults(func=cmd_dashboards)
 
     p = sub.add_parser("feedback", help="rate an answer (stored next to its route decision)")
     p.add_argument("request_id", help="the request id an answer printed")

@@ -7,6 +7,7 @@ stack trace never reaches a client (it is logged on the server instead).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -102,3 +103,29 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, "a backing service is unavailable, retry later"
     log.error("internal error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see server logs"
+
+
+# Status codes that mean the caller's request was refused, not that ragtune failed: they do not
+# count against availability SLOs.
+CLIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+
+
+def outcome(exc: BaseException) -> str:
+    """Metric label for how a request ended with ``exc``: client_error, server_error or
+    cancelled (the caller went away)."""
+    if isinstance(exc, GeneratorExit | asyncio.CancelledError):
+        return "cancelled"
+    code, _ = to_status(exc)
+    if code == grpc.StatusCode.CANCELLED:
+        return "cancelled"
+    return "client_error" if code in CLIENT_CODES else "server_error"

@@ -8,7 +8,9 @@ trace) and its request/latency metrics in one place, not pasted into every servi
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +25,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from ragtune.common.context import CallContext
 from ragtune.common.errors import to_status
 from ragtune.common.telemetry import TelemetryConfig, parent_context, setup_tracing, tracer
+
+log = logging.getLogger(__name__)
+
+GAUGE_INTERVAL_S = 1.0  # at most Ray's metrics report interval (RAY_metrics_report_interval_ms)
 
 # Seconds; they include the SLO thresholds of docs/observability.md (0.5, 2.5, 5 and 10 s).
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
@@ -168,6 +174,17 @@ def _streaming(name: str, takes_context: bool) -> Callable[..., AsyncIterator[An
     return rpc
 
 
+async def _report_gauges(service: Any) -> None:
+    """Ray exports a gauge only if it was set since its last export, so gauges are set again
+    every second, whether or not they changed."""
+    while True:
+        try:
+            service.report_gauges()
+        except Exception:
+            log.warning("reporting gauges failed", exc_info=True)
+        await asyncio.sleep(GAUGE_INTERVAL_S)
+
+
 def ingress_class(
     factory: Callable[..., Any],
     service_cls: type,
@@ -193,6 +210,8 @@ def ingress_class(
         start = getattr(self.service, "start", None)
         if start is not None:
             await start()
+        if hasattr(self.service, "report_gauges"):
+            self._gauges = asyncio.get_running_loop().create_task(_report_gauges(self.service))
 
     namespace: dict[str, Any] = {"__init__": __init__}
     if hasattr(service_cls, "shutdown"):

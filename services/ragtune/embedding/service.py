@@ -61,18 +61,17 @@ class EmbeddingService:
         )
         self._queue_depth = metrics.Gauge(
             "ragtune_embedding_queue_depth",
-            description="Requests waiting for the next batch when the last batch started.",
+            description="Requests waiting for a batch.",
             tag_keys=tags,
         )
         for name, model in self._models.items():
-            model.batcher.on_batch = lambda requests, _items, _wait, n=name: self._on_batch(
-                n, requests
+            model.batcher.on_batch = lambda requests, _items, _wait, n=name: (
+                self._batch_requests.observe(requests, tags={"model": n})
             )
 
-    def _on_batch(self, model: str, requests: int) -> None:
-        tags = {"model": model}
-        self._batch_requests.observe(requests, tags=tags)
-        self._queue_depth.set(self._models[model].batcher.pending, tags=tags)
+    def report_gauges(self) -> None:
+        for name, model in self._models.items():
+            self._queue_depth.set(model.batcher.pending, tags={"model": name})
 
     def warm_up(self) -> None:
         set_torch_threads(self.config.torch_threads)

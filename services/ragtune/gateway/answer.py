@@ -20,7 +20,7 @@ from ray.serve import metrics
 from ragtune.common.auth import Principal
 from ragtune.common.clients import ServiceClient
 from ragtune.common.cost import StageUse, price
-from ragtune.common.errors import NotFound, unwrap
+from ragtune.common.errors import NotFound, outcome, unwrap
 from ragtune.common.serving import LATENCY_BUCKETS
 from ragtune.common.telemetry import annotate, tracer
 from ragtune.gateway.config import GatewayConfig
@@ -133,8 +133,9 @@ class AnswerPipeline:
         )
         self._answers = metrics.Counter(
             "ragtune_gateway_answers_total",
-            description="Answer/AnswerStream requests by path and outcome (ok, error); path "
-            "'none' when the request failed before a route was chosen.",
+            description="Answer/AnswerStream requests by path and outcome (ok, client_error: "
+            "the request was refused, server_error: ragtune failed it, cancelled); path 'none' "
+            "when it ended before a route was chosen.",
             tag_keys=("path", "outcome"),
         )
         self._latency = metrics.Histogram(
@@ -294,8 +295,8 @@ class AnswerPipeline:
                 if event.HasField("route"):
                     path = common_pb2.Path.Name(event.route.path).removeprefix("PATH_")
                 yield event
-        except BaseException:
-            self._answers.inc(tags={"path": path, "outcome": "error"})
+        except BaseException as exc:
+            self._answers.inc(tags={"path": path, "outcome": outcome(exc)})
             raise
         self._answers.inc(tags={"path": path, "outcome": "ok"})
 

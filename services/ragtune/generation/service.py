@@ -132,6 +132,9 @@ class GenerationService:
         self.metrics.load_seconds.observe(seconds)
         self._load_ms[name] = seconds * 1000
         self._resident[name] = 0.0
+
+    def report_gauges(self) -> None:
+        self.metrics.running.set(self._running)
         self.metrics.resident.set(len(self._resident))
 
     async def shutdown(self) -> None:
@@ -189,7 +192,6 @@ class GenerationService:
             annotate({"gen_ai.input.messages": json.dumps(messages)})
         started, t0 = self._busy.start(), time.perf_counter()
         self._running += 1
-        self.metrics.running.set(self._running)
         stopped, last, ttft, text = False, None, None, []
         try:
             async for chunk in self.engine.stream(messages, sampling, adapter):
@@ -221,7 +223,6 @@ class GenerationService:
                     yield chunk, 0.0
         finally:
             self._running -= 1
-            self.metrics.running.set(self._running)
             if not stopped:
                 self._busy.stop(started)
 
@@ -299,5 +300,4 @@ class GenerationService:
         if self._resident.pop(request.name, None) is not None:
             await self.engine.unload_adapter(request.name)
             self.metrics.unloads.inc(tags={"reason": "request"})
-            self.metrics.resident.set(len(self._resident))
         return pb.UnloadAdapterResponse(adapter=self._adapter_pb(info))

@@ -34,6 +34,7 @@ class RetrievalService:
         self._lock = asyncio.Lock()
         self.calls: Counter[str] = Counter()  # RPC name -> calls, read by tests and operators
         self._tail_task: asyncio.Task | None = None
+        self._lag_changes = 0  # at the last check of the change log
         self._applied = metrics.Gauge(
             "ragtune_retrieval_applied_seq",
             description="Change-log sequence number this replica has applied to its indexes.",
@@ -53,6 +54,11 @@ class RetrievalService:
         within ``tail_interval_s`` even when no Search asks for them)."""
         self._tail_task = asyncio.get_running_loop().create_task(self._tail())
 
+    def report_gauges(self) -> None:
+        self._applied.set(self.applied_seq)
+        self._lag.set(self._lag_changes)
+        self._vectors.set(sum(len(index) for index in self._indexes.values()))
+
     async def shutdown(self) -> None:
         if self._tail_task is not None:
             self._tail_task.cancel()
@@ -62,7 +68,7 @@ class RetrievalService:
             await asyncio.sleep(self.config.tail_interval_s)
             try:
                 head = await asyncio.to_thread(self.store.last_seq)
-                self._lag.set(max(0, head - self.applied_seq))
+                self._lag_changes = max(0, head - self.applied_seq)
                 if head > self.applied_seq:
                     async with self._lock:
                         await asyncio.to_thread(self._catch_up)
@@ -88,8 +94,6 @@ class RetrievalService:
                     rows = self.store.load_chunks(change.collection_id, change.doc_ids)
                     index.replace_documents(change.doc_ids, rows)
             self.applied_seq = change.seq
-        self._applied.set(self.applied_seq)
-        self._vectors.set(sum(len(index) for index in self._indexes.values()))
 
     def _index_for(self, collection_id: int) -> CollectionIndex | None:
         if collection_id not in self._indexes:

@@ -202,9 +202,13 @@ class VLLMEngine(Engine):
                 **optional,
             )
 
+            from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
             async def build() -> Any:
                 # Built inside the loop, so AsyncLLM starts its output handler on this loop.
-                return AsyncLLM.from_engine_args(args)
+                # vLLM's own metrics go through Ray's metrics API, so they are scraped from
+                # Ray's metrics port with ragtune's (as ray_vllm_*: ':' becomes '_').
+                return AsyncLLM.from_engine_args(args, stat_loggers=[RayPrometheusStatLogger])
 
             loop = _EngineLoop()
             try:
