@@ -15,16 +15,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ray.serve import metrics
-
 from ragtune.common.auth import Principal
 from ragtune.common.clients import ServiceClient
 from ragtune.common.cost import StageUse, price
 from ragtune.common.errors import NotFound, outcome, unwrap
-from ragtune.common.serving import LATENCY_BUCKETS
 from ragtune.common.telemetry import annotate, tracer
 from ragtune.gateway.config import GatewayConfig
 from ragtune.gateway.ledger import Entry, Ledger
+from ragtune.gateway.metrics import GatewayMetrics
 from ragtune.gateway.routing import AdapterCard, Evidence, Route, RouteRequest, RoutingPolicy
 from ragtune.v1 import (
     common_pb2,
@@ -121,40 +119,7 @@ class AnswerPipeline:
         self.embedding, self.retrieval, self.generation = embedding, retrieval, generation
         self.rerank = rerank
         self.adapters = AdapterCatalog(generation, config.router.adapter_cache_s)
-        self._decisions = metrics.Counter(
-            "ragtune_route_decisions_total",
-            description="Route decisions, by path and reason code (one per reason of each).",
-            tag_keys=("path", "reason"),
-        )
-        self._cost = metrics.Counter(
-            "ragtune_request_cost_usd_total",
-            description="Cost of answered requests in USD, by path and stage.",
-            tag_keys=("path", "stage"),
-        )
-        self._answers = metrics.Counter(
-            "ragtune_gateway_answers_total",
-            description="Answer/AnswerStream requests by path and outcome (ok, client_error: "
-            "the request was refused, server_error: ragtune failed it, cancelled); path 'none' "
-            "when it ended before a route was chosen.",
-            tag_keys=("path", "outcome"),
-        )
-        self._latency = metrics.Histogram(
-            "ragtune_gateway_request_seconds",
-            description="Time to answer, by path (streams: until the last message).",
-            boundaries=LATENCY_BUCKETS,
-            tag_keys=("path",),
-        )
-        self._stage = metrics.Histogram(
-            "ragtune_gateway_stage_seconds",
-            description="Time spent in each stage of an answer, as the gateway waited for it.",
-            boundaries=LATENCY_BUCKETS,
-            tag_keys=("stage", "path"),
-        )
-        self._tokens = metrics.Counter(
-            "ragtune_gateway_tokens_total",
-            description="Prompt and completion tokens of answers, by path and adapter.",
-            tag_keys=("path", "adapter", "kind"),
-        )
+        self.metrics = GatewayMetrics()
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -274,8 +239,7 @@ class AnswerPipeline:
             }
             annotate(decision)
         annotate(decision)  # on the gateway's RPC span too
-        for reason in route.reasons:
-            self._decisions.inc(tags={"path": route.path_name, "reason": reason})
+        self.metrics.decided(route.path_name, route.reasons)
         return route, first
 
     # -- the request -----------------------------------------------------------------------------
@@ -296,9 +260,9 @@ class AnswerPipeline:
                     path = common_pb2.Path.Name(event.route.path).removeprefix("PATH_")
                 yield event
         except BaseException as exc:
-            self._answers.inc(tags={"path": path, "outcome": outcome(exc)})
+            self.metrics.ended(path, outcome(exc))
             raise
-        self._answers.inc(tags={"path": path, "outcome": "ok"})
+        self.metrics.ended(path, "ok")
 
     async def _events(
         self,
@@ -390,21 +354,7 @@ class AnswerPipeline:
         )
         await asyncio.to_thread(self.ledger.record, entry)
         self.policy.observe(path, ms, cost.total_micro_usd)
-        for stage in cost.stages:
-            if stage.micro_usd > 0:  # Ray counters refuse increments of 0
-                self._cost.inc(stage.micro_usd / 1e6, tags={"path": path, "stage": stage.stage})
-        self._latency.observe(ms / 1000, tags={"path": path})
-        for timing in done.timings:
-            if timing.stage != "total":
-                self._stage.observe(timing.ms / 1000, tags={"stage": timing.stage, "path": path})
-        adapter = route.adapter or "base"
-        tokens = (
-            ("prompt", done.usage.prompt_tokens),
-            ("completion", done.usage.completion_tokens),
-        )
-        for kind, n in tokens:
-            if n > 0:
-                self._tokens.inc(n, tags={"path": path, "adapter": adapter, "kind": kind})
+        self.metrics.answered(done, path, ms)
         annotate(
             {"ragtune.cost.usd": cost.total_micro_usd / 1e6, "ragtune.request_id": done.request_id}
         )
