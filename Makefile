@@ -22,14 +22,18 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)
 
-# Debian packages the tests use: prometheus (promtool checks the alert rules; the server scrapes
-# a running stack to test every dashboard query). Installed only when missing.
+# Debian packages the tests use, installed only when missing: prometheus (promtool checks the
+# alert rules; the server scrapes a running stack to test every dashboard query) and
+# postgresql (the store and ledger tests run on a real server the suite starts itself).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_DEPS := $(if $(shell command -v promtool),,prometheus) \
+	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql)
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
-	  echo "installing Debian's prometheus (promtool and a server for the tests)"; \
+	@if [ -n "$(strip $(DEBIAN_DEPS))" ]; then \
+	  echo "installing Debian packages: $(strip $(DEBIAN_DEPS))"; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_DEPS); \
+	fi
 
 run: setup
 	$(BIN)/ragtune --data-dir $(DATA) devmodel --if-missing

@@ -26,8 +26,8 @@ def chunk(doc: str, n: int, seed: int, **meta: str) -> pb.Chunk:
 
 
 @pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'r.db'}"
+def url(database_url):
+    return database_url
 
 
 @pytest.fixture

@@ -30,8 +30,6 @@ class RetrievalConfig(BaseModel):
     @field_validator("database_url")
     @classmethod
     def _supported(cls, url: str) -> str:
-        if not url.startswith("sqlite"):
-            raise ValueError(
-                "only sqlite URLs are supported so far (PostgreSQL comes with issue 3)"
-            )
+        if not url.startswith(("sqlite", "postgresql")):
+            raise ValueError("database_url must be a sqlite:/// or postgresql+psycopg:// URL")
         return url
