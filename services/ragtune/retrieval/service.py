@@ -18,7 +18,9 @@ from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
 from ragtune.common.telemetry import annotate
 from ragtune.common.validation import check_name, check_range
 from ragtune.retrieval.config import RetrievalConfig
-from ragtune.retrieval.index import CollectionIndex
+from ragtune.retrieval.index import INDEX_TYPES, METRICS, CollectionIndex, Hit
+from ragtune.retrieval.lexical import LexicalIndex
+from ragtune.retrieval.query import FUSION_DEPTH, fuse, metadata_filter
 from ragtune.retrieval.store import CollectionRow, NewChunk, Store
 from ragtune.v1 import retrieval_pb2 as pb
 
@@ -30,6 +32,7 @@ class RetrievalService:
         self.config = config
         self.store = Store(config.database_url)
         self._indexes: dict[int, CollectionIndex] = {}
+        self._lexical: dict[int, LexicalIndex] = {}  # lexical collections only
         self.applied_seq = 0
         self._lock = asyncio.Lock()
         self.calls: Counter[str] = Counter()  # RPC name -> calls, read by tests and operators
@@ -88,23 +91,50 @@ class RetrievalService:
         for change in self.store.changes_since(self.applied_seq):
             if change.op == "drop":
                 self._indexes.pop(change.collection_id, None)
+                self._lexical.pop(change.collection_id, None)
             else:
+                already = change.collection_id in self._indexes
                 index = self._index_for(change.collection_id)
-                if index is not None and change.doc_ids:
+                if already and index is not None and change.doc_ids:
                     rows = self.store.load_chunks(change.collection_id, change.doc_ids)
                     index.replace_documents(change.doc_ids, rows)
+                    if change.collection_id in self._lexical:
+                        self._lexical[change.collection_id].replace_documents(change.doc_ids, rows)
             self.applied_seq = change.seq
 
     def _index_for(self, collection_id: int) -> CollectionIndex | None:
+        """The collection's dense index (and its lexical one), loaded from the store the first
+        time: they then hold every change up to the store's present state."""
         if collection_id not in self._indexes:
             row = self.store.collection_by_id(collection_id)
             if row is None:  # dropped later in the log
                 return None
-            index = CollectionIndex(row.dims)
+            index = CollectionIndex(row.dims, row.metric, row.index_type)
             all_rows = self.store.load_chunks(collection_id)
-            index.replace_documents({r.doc_id for r in all_rows}, all_rows)
+            docs = {r.doc_id for r in all_rows}
+            index.replace_documents(docs, all_rows)
             self._indexes[collection_id] = index
+            if row.lexical:
+                self._lexical[collection_id] = LexicalIndex()
+                self._lexical[collection_id].replace_documents(docs, all_rows)
         return self._indexes[collection_id]
+
+    def _rank(self, collection_id, index, request, query, accept) -> list[Hit]:
+        top_k, mode = request.top_k, request.mode
+        depth = top_k if mode != pb.SEARCH_MODE_HYBRID else max(top_k, FUSION_DEPTH)
+        dense = index.search(query, depth, accept) if query is not None else []
+        if mode == pb.SEARCH_MODE_DENSE:
+            return dense
+        lexical_index = self._lexical[collection_id]
+        chunks = {h.chunk.id: h.chunk for h in dense}
+        found = lexical_index.search(request.query_text, depth, accept)
+        missing = [i for i, _ in found if i not in chunks]
+        chunks.update(index.chunks(missing))
+        lexical = [Hit(chunks[i], score) for i, score in found]
+        if mode == pb.SEARCH_MODE_LEXICAL:
+            return lexical
+        weights = (request.dense_weight or 1.0, request.lexical_weight or 1.0)
+        return fuse(dense, lexical, *weights, top_k)
 
     async def _write(self, fn, *args):
         """Run a store write and apply it to the indexes, one at a time per replica."""
@@ -127,6 +157,10 @@ class RetrievalService:
             embedding_model=row.embedding_model,
             chunk_count=n_chunks,
             document_count=n_docs,
+            metric=row.metric,
+            index_type=row.index_type,
+            lexical=row.lexical,
+            active_index=index.active if (index := self._indexes.get(row.id)) else "",
         )
 
     # -- RPCs ----------------------------------------------------------------------------------
@@ -140,14 +174,23 @@ class RetrievalService:
         check_range(request.dims, "dims", 1, self.config.max_dims)
         if not request.embedding_model:
             raise InvalidArgument("must name the embedding model", field="embedding_model")
+        metric, index_type = request.metric or "ip", request.index_type or "flat"
+        if metric not in METRICS:
+            raise InvalidArgument(f"must be one of {sorted(METRICS)}", field="metric")
+        if index_type not in INDEX_TYPES:
+            raise InvalidArgument(f"must be one of {list(INDEX_TYPES)}", field="index_type")
+        wanted = CollectionRow(
+            0,
+            request.tenant,
+            request.name,
+            request.dims,
+            request.embedding_model,
+            metric,
+            index_type,
+            request.lexical,
+        )
         row, _ = await self._write(
-            lambda: self.store.create_collection(
-                request.tenant,
-                request.name,
-                request.dims,
-                request.embedding_model,
-                exist_ok=request.exist_ok,
-            )
+            lambda: self.store.create_collection(wanted, exist_ok=request.exist_ok)
         )
         return pb.CreateCollectionResponse(collection=self._to_pb(row))
 
@@ -199,17 +242,35 @@ class RetrievalService:
         self.calls["Search"] += 1
         row = self._collection(request.tenant, request.collection)
         check_range(request.top_k, "top_k", 1, self.config.max_top_k)
-        if not request.query_vector:
-            raise InvalidArgument(
-                "is required: this collection has no lexical index for query_text alone",
-                field="query_vector",
-            )
-        query = np.asarray(request.query_vector, dtype=np.float32)
-        if query.shape != (row.dims,):
-            raise InvalidArgument(
-                f"has {query.shape[0]} dims; collection {row.name!r} has {row.dims}",
-                field="query_vector",
-            )
+        mode = request.mode
+        if mode not in pb.SearchMode.values():
+            raise InvalidArgument(f"unknown search mode {mode}", field="mode")
+        accept = metadata_filter(request)
+        query = None
+        if mode != pb.SEARCH_MODE_LEXICAL:
+            if not request.query_vector:
+                raise InvalidArgument(
+                    "is required for dense and hybrid search", field="query_vector"
+                )
+            query = np.asarray(request.query_vector, dtype=np.float32)
+            if query.shape != (row.dims,):
+                raise InvalidArgument(
+                    f"has {query.shape[0]} dims; collection {row.name!r} has {row.dims}",
+                    field="query_vector",
+                )
+        if mode != pb.SEARCH_MODE_DENSE:
+            if not row.lexical:
+                raise InvalidArgument(
+                    f"collection {row.name!r} has no lexical index (create it with lexical)",
+                    field="mode",
+                )
+            if not request.query_text.strip():
+                raise InvalidArgument(
+                    "is required for lexical and hybrid search", field="query_text"
+                )
+        for name in ("dense_weight", "lexical_weight"):
+            if getattr(request, name) < 0:
+                raise InvalidArgument("must be >= 0 (0 means the default, 1)", field=name)
         async with self._lock:
             if request.min_seq > self.applied_seq:
                 await asyncio.to_thread(self._catch_up)
@@ -221,7 +282,7 @@ class RetrievalService:
             if index is None:
                 raise NotFound(f"collection {request.collection!r} not found")
             started = time.perf_counter()
-            hits = index.search(query, request.top_k, dict(request.filter))
+            hits = self._rank(row.id, index, request, query, accept)
             busy_ms = (time.perf_counter() - started) * 1000
         annotate(
             {

@@ -6,6 +6,8 @@ sequence number clients use to read their own writes. Indexes replay this log.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,9 @@ collections = sa.Table(
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("dims", sa.Integer, nullable=False),
     sa.Column("embedding_model", sa.String(256), nullable=False),
+    sa.Column("metric", sa.String(8), nullable=False, server_default="ip"),
+    sa.Column("index_type", sa.String(16), nullable=False, server_default="flat"),
+    sa.Column("lexical", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("tenant", "name"),
 )
 
@@ -44,6 +49,8 @@ chunks = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("meta", sa.Text, nullable=False),  # JSON object of strings
     sa.Column("vector", sa.LargeBinary, nullable=False),  # float32 little-endian
+    # SHA-256 of the whole document's chunks: an unchanged document is not rewritten.
+    sa.Column("doc_hash", sa.String(64), nullable=False, server_default=""),
     sa.UniqueConstraint("collection_id", "chunk_id"),
     sa.Index("ix_chunks_doc", "collection_id", "doc_id"),
 )
@@ -65,6 +72,13 @@ class CollectionRow:
     name: str
     dims: int
     embedding_model: str
+    metric: str = "ip"  # ip (cosine on normalised vectors) | l2
+    index_type: str = "flat"
+    lexical: bool = False
+
+    @property
+    def settings(self) -> tuple[int, str, str, str, bool]:
+        return (self.dims, self.embedding_model, self.metric, self.index_type, self.lexical)
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,17 @@ class Change:
     doc_ids: list[str] = field(default_factory=list)
 
 
+def _document_hashes(new: Sequence[NewChunk]) -> dict[str, str]:
+    """SHA-256 per document over its chunks' ids, texts, metadata and vectors."""
+    digests: dict[str, hashlib._Hash] = {}
+    for c in sorted(new, key=lambda c: (c.doc_id, c.chunk_id)):
+        h = digests.setdefault(c.doc_id, hashlib.sha256())
+        h.update(c.chunk_id.encode() + b"\0" + c.text.encode() + b"\0")
+        h.update(json.dumps(c.metadata, sort_keys=True).encode() + b"\0")
+        h.update(np.asarray(c.vector, dtype="<f4").tobytes())
+    return {doc: h.hexdigest() for doc, h in digests.items()}
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets replicas read while one writes; busy_timeout waits instead of failing at once.
     cursor = dbapi_connection.cursor()
@@ -111,6 +136,30 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata_obj.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Databases made by older versions lack newer columns: add them with their defaults
+        (the only schema change so far; a migration tool comes with the first real one)."""
+        inspector = sa.inspect(self.engine)
+        dialect = self.engine.dialect
+        for table in (collections, chunks):
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                default = column.server_default.arg
+                default_sql = (
+                    f"'{default}'" if isinstance(default, str) else default.compile(dialect=dialect)
+                )
+                kind = column.type.compile(dialect=dialect)
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.text(
+                            f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind} "
+                            f"NOT NULL DEFAULT {default_sql}"
+                        )
+                    )
 
     # -- collections -------------------------------------------------------------------------
 
@@ -134,8 +183,10 @@ class Store:
             return [CollectionRow(*row) for row in conn.execute(query)]
 
     def create_collection(
-        self, tenant: str, name: str, dims: int, model: str, *, exist_ok: bool
+        self, wanted: CollectionRow, *, exist_ok: bool
     ) -> tuple[CollectionRow, int]:
+        """Create ``wanted`` (its id is ignored); returns (row, seq), seq 0 if it existed."""
+        tenant, name = wanted.tenant, wanted.name
         with self.engine.begin() as conn:
             existing = conn.execute(
                 sa.select(collections).where(
@@ -144,19 +195,26 @@ class Store:
             ).first()
             if existing is not None:
                 row = CollectionRow(*existing)
-                if exist_ok and (row.dims, row.embedding_model) == (dims, model):
+                if exist_ok and row.settings == wanted.settings:
                     return row, 0
                 raise AlreadyExists(
                     f"collection {name!r} already exists with dims={row.dims}, "
-                    f"embedding_model={row.embedding_model!r}"
+                    f"embedding_model={row.embedding_model!r}, metric={row.metric!r}, "
+                    f"index_type={row.index_type!r}, lexical={row.lexical}"
                 )
             cid = conn.execute(
                 collections.insert().values(
-                    tenant=tenant, name=name, dims=dims, embedding_model=model
+                    tenant=tenant,
+                    name=name,
+                    dims=wanted.dims,
+                    embedding_model=wanted.embedding_model,
+                    metric=wanted.metric,
+                    index_type=wanted.index_type,
+                    lexical=wanted.lexical,
                 )
             ).inserted_primary_key[0]
             seq = self._log(conn, cid, "create", [])
-        return CollectionRow(cid, tenant, name, dims, model), seq
+        return dataclasses.replace(wanted, id=cid), seq
 
     def drop_collection(self, collection: CollectionRow) -> int:
         with self.engine.begin() as conn:
@@ -177,8 +235,10 @@ class Store:
     # -- chunks ------------------------------------------------------------------------------
 
     def upsert(self, collection: CollectionRow, new: Sequence[NewChunk]) -> tuple[int, int]:
-        """Replace every chunk of the documents in ``new``; returns (seq, replaced documents)."""
-        doc_ids = sorted({c.doc_id for c in new})
+        """Replace every chunk of the documents in ``new``; returns (seq, replaced documents).
+
+        Documents whose content hash is unchanged are left alone; when nothing changed, no
+        change is logged and the returned seq is the log's current one (already visible)."""
         for i, chunk in enumerate(new):
             if chunk.vector.shape != (collection.dims,):
                 raise InvalidArgument(
@@ -186,12 +246,23 @@ class Store:
                     f"has {collection.dims}",
                     field=f"chunks[{i}].vector",
                 )
+        hashes = _document_hashes(new)
         with self.engine.begin() as conn:
-            replaced = conn.execute(
-                sa.select(sa.func.count(sa.distinct(chunks.c.doc_id))).where(
-                    chunks.c.collection_id == collection.id, chunks.c.doc_id.in_(doc_ids)
-                )
-            ).scalar_one()
+            stored = dict(
+                conn.execute(
+                    sa.select(chunks.c.doc_id, sa.func.max(chunks.c.doc_hash))
+                    .where(
+                        chunks.c.collection_id == collection.id,
+                        chunks.c.doc_id.in_(list(hashes)),
+                    )
+                    .group_by(chunks.c.doc_id)
+                ).all()
+            )
+            doc_ids = sorted(d for d, h in hashes.items() if stored.get(d) != h)
+            if not doc_ids:
+                return self._last_seq(conn), 0
+            new = [c for c in new if c.doc_id in set(doc_ids)]
+            replaced = sum(1 for d in doc_ids if d in stored)
             conn.execute(
                 chunks.delete().where(
                     chunks.c.collection_id == collection.id, chunks.c.doc_id.in_(doc_ids)
@@ -207,6 +278,7 @@ class Store:
                         "text": c.text,
                         "meta": json.dumps(c.metadata, sort_keys=True),
                         "vector": np.asarray(c.vector, dtype="<f4").tobytes(),
+                        "doc_hash": hashes[c.doc_id],
                     }
                     for c in new
                 ],
@@ -266,11 +338,13 @@ class Store:
 
     def last_seq(self) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))
-                ).scalar_one()
-            )
+            return self._last_seq(conn)
+
+    @staticmethod
+    def _last_seq(conn: sa.Connection) -> int:
+        return int(
+            conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one()
+        )
 
     def collection_by_id(self, collection_id: int) -> CollectionRow | None:
         with self.engine.connect() as conn:

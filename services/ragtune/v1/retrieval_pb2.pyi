@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -6,35 +7,58 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEARCH_MODE_DENSE: _ClassVar[SearchMode]
+    SEARCH_MODE_LEXICAL: _ClassVar[SearchMode]
+    SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
+SEARCH_MODE_DENSE: SearchMode
+SEARCH_MODE_LEXICAL: SearchMode
+SEARCH_MODE_HYBRID: SearchMode
+
 class Collection(_message.Message):
-    __slots__ = ("tenant", "name", "dims", "embedding_model", "chunk_count", "document_count")
+    __slots__ = ("tenant", "name", "dims", "embedding_model", "chunk_count", "document_count", "metric", "index_type", "lexical", "active_index")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    INDEX_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_INDEX_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     dims: int
     embedding_model: str
     chunk_count: int
     document_count: int
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., dims: _Optional[int] = ..., embedding_model: _Optional[str] = ..., chunk_count: _Optional[int] = ..., document_count: _Optional[int] = ...) -> None: ...
+    metric: str
+    index_type: str
+    lexical: bool
+    active_index: str
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., dims: _Optional[int] = ..., embedding_model: _Optional[str] = ..., chunk_count: _Optional[int] = ..., document_count: _Optional[int] = ..., metric: _Optional[str] = ..., index_type: _Optional[str] = ..., lexical: _Optional[bool] = ..., active_index: _Optional[str] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("tenant", "name", "dims", "embedding_model", "exist_ok")
+    __slots__ = ("tenant", "name", "dims", "embedding_model", "exist_ok", "metric", "index_type", "lexical")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     EXIST_OK_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    INDEX_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     dims: int
     embedding_model: str
     exist_ok: bool
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., dims: _Optional[int] = ..., embedding_model: _Optional[str] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
+    metric: str
+    index_type: str
+    lexical: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., dims: _Optional[int] = ..., embedding_model: _Optional[str] = ..., exist_ok: _Optional[bool] = ..., metric: _Optional[str] = ..., index_type: _Optional[str] = ..., lexical: _Optional[bool] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection",)
@@ -128,7 +152,7 @@ class DeleteResponse(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., deleted: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("tenant", "collection", "query_vector", "query_text", "top_k", "filter", "min_seq")
+    __slots__ = ("tenant", "collection", "query_vector", "query_text", "top_k", "filter", "min_seq", "mode", "dense_weight", "lexical_weight", "filters")
     class FilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +167,10 @@ class SearchRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     MIN_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DENSE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     collection: str
     query_vector: _containers.RepeatedScalarFieldContainer[float]
@@ -150,7 +178,19 @@ class SearchRequest(_message.Message):
     top_k: int
     filter: _containers.ScalarMap[str, str]
     min_seq: int
-    def __init__(self, tenant: _Optional[str] = ..., collection: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., query_text: _Optional[str] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Mapping[str, str]] = ..., min_seq: _Optional[int] = ...) -> None: ...
+    mode: SearchMode
+    dense_weight: float
+    lexical_weight: float
+    filters: _containers.RepeatedCompositeFieldContainer[MetadataFilter]
+    def __init__(self, tenant: _Optional[str] = ..., collection: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., query_text: _Optional[str] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Mapping[str, str]] = ..., min_seq: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., dense_weight: _Optional[float] = ..., lexical_weight: _Optional[float] = ..., filters: _Optional[_Iterable[_Union[MetadataFilter, _Mapping]]] = ...) -> None: ...
+
+class MetadataFilter(_message.Message):
+    __slots__ = ("key", "any_of")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ANY_OF_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    any_of: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[str] = ..., any_of: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoredChunk(_message.Message):
     __slots__ = ("chunk", "score")
