@@ -72,7 +72,13 @@ def local_config(
     apps = [
         app_entry("embedding", "Embedding", {}, 0.5),
         app_entry(
-            "retrieval", "Retrieval", {"database_url": f"sqlite:///{data_dir / 'ragtune.db'}"}, 0.25
+            "retrieval",
+            "Retrieval",
+            {
+                "database_url": f"sqlite:///{data_dir / 'ragtune.db'}",
+                "snapshot_dir": str(data_dir / "snapshots"),
+            },
+            0.25,
         ),
         app_entry(
             "generation",

@@ -13,7 +13,7 @@ import pytest
 from ragtune import documents
 from ragtune.client import GatewayClient
 from ragtune.common.auth import create_key
-from ragtune.deployment import local_config, start_local, stop_local
+from ragtune.deployment import app_entry, local_config, start_local, stop_local
 from tests.conftest import DEMO_CORPUS
 from tests.integration.otlp import Receiver
 
@@ -63,6 +63,13 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory, otlp_receiver):
             "export_delay_ms": 200,
         },
     )
+    # A second retrieval application with two replicas over a database of its own, for the
+    # freshness test (read-your-writes from either replica).
+    fresh = app_entry("retrieval", "Retrieval", {"database_url": f"sqlite:///{data / 'fresh.db'}",
+                                                 "tail_interval_s": 0.2}, 0.1)  # fmt: skip
+    fresh.update(name="freshness", route_prefix="/freshness")
+    fresh["deployments"][0]["num_replicas"] = 2
+    config["applications"].append(fresh)
     gateway = next(a for a in config["applications"] if a["name"] == "gateway")
     # The test cross-encoder is untrained: rerank exactly the passages retrieved, so the
     # wiring is exercised without letting random scores pull in unrelated chunks.

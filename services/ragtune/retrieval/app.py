@@ -19,5 +19,5 @@ def build(args: dict[str, Any]):
         service_cls=RetrievalService,
         descriptor=retrieval_pb2.DESCRIPTOR.services_by_name["Retrieval"],
         deployment_name=DEPLOYMENT,
-        extra_methods=("stats",),
+        extra_methods=("stats", "snapshot"),
     )

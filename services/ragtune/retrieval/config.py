@@ -22,6 +22,17 @@ class RetrievalConfig(BaseModel):
         "(other replicas) and applies them; Search with min_seq catches up at once anyway.",
     )
 
+    max_upsert_chunks: int = Field(default=10_000, ge=1, description="Chunks per Upsert call.")
+    max_delete_documents: int = Field(default=10_000, ge=1, description="doc_ids per Delete.")
+    snapshot_dir: str | None = Field(
+        default=None,
+        description="Folder for index snapshots (the newest is loaded on start, then the "
+        "change log after it is replayed). None: indexes are rebuilt from the database.",
+    )
+    snapshot_interval_s: float = Field(
+        default=300.0, gt=0, description="Seconds between snapshots while the log advances."
+    )
+
     telemetry: TelemetryConfig = Field(
         default_factory=TelemetryConfig,
         description="Tracing of this service (see docs/observability.md).",

@@ -114,6 +114,31 @@ class CollectionIndex:
                 self._by_doc.setdefault(r.doc_id, set()).add(r.id)
             self._add_to_ann(vectors, ids)
 
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def export(self) -> tuple[list[ChunkRow], bytes | None]:
+        """Its chunks, and its ANN index serialised when it has a CPU one that is current."""
+        current = self._ann is not None and not self._ann_dirty and not self._deleted
+        ann = None
+        if current and not isinstance(self._ann, _GpuIndex):
+            ann = faiss.serialize_index(self._ann).tobytes()
+        return list(self._chunks.values()), ann
+
+    def restore(self, rows: list[ChunkRow], ann: bytes | None) -> None:
+        """Load exported state into this (empty) index; an ANN index not given is rebuilt."""
+        if rows:
+            vectors = np.stack([r.vector for r in rows]).astype(np.float32)
+            self._exact.add_with_ids(vectors, np.asarray([r.id for r in rows], dtype=np.int64))
+        for r in rows:
+            self._chunks[r.id] = r
+            self._by_doc.setdefault(r.doc_id, set()).add(r.id)
+        if ann is not None and self._kind in ("hnsw", "ivf_pq"):
+            self._ann = faiss.deserialize_index(np.frombuffer(ann, dtype=np.uint8))
+        elif self._kind != "flat" and (
+            self._kind != "ivf_pq" or len(rows) >= self.settings.ivf_min_train
+        ):
+            self._ann_dirty = True
+
     def _remove_from_ann(self, ids: np.ndarray) -> None:
         if self._ann is None:
             return

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from ray.serve import metrics
@@ -17,6 +18,7 @@ from ray.serve import metrics
 from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
 from ragtune.common.telemetry import annotate
 from ragtune.common.validation import check_name, check_range
+from ragtune.retrieval import snapshots
 from ragtune.retrieval.config import RetrievalConfig
 from ragtune.retrieval.index import INDEX_TYPES, METRICS, CollectionIndex, Hit
 from ragtune.retrieval.lexical import LexicalIndex
@@ -50,7 +52,57 @@ class RetrievalService:
             "ragtune_retrieval_index_vectors",
             description="Vectors in this replica's in-memory indexes, all collections together.",
         )
+        self._snapshot_dir = Path(config.snapshot_dir) if config.snapshot_dir else None
+        self._last_snapshot = time.monotonic()
+        self._restore_snapshot()
         self._catch_up()
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def _restore_snapshot(self) -> None:
+        """Start from the newest snapshot (its collections that still exist unchanged); the
+        change log after its seq is replayed by ``_catch_up``."""
+        if self._snapshot_dir is None:
+            return
+        snapshot = snapshots.load_latest(self._snapshot_dir)
+        if snapshot is None:
+            return
+        for cid, state in snapshot.collections.items():
+            row = self.store.collection_by_id(cid)
+            settings = (state.dims, state.metric, state.index_type, state.lexical)
+            if row is None or (row.dims, row.metric, row.index_type, row.lexical) != settings:
+                continue  # dropped (or its id reused) since: loaded from the database if needed
+            index = CollectionIndex(row.dims, row.metric, row.index_type)
+            index.restore(state.rows, state.ann)
+            self._indexes[cid] = index
+            if row.lexical:
+                self._lexical[cid] = LexicalIndex()
+                self._lexical[cid].replace_documents({r.doc_id for r in state.rows}, state.rows)
+        self.applied_seq = snapshot.seq
+        log.info("restored %d collections from the snapshot at seq %d",
+                 len(self._indexes), snapshot.seq)  # fmt: skip
+
+    def _export(self) -> snapshots.Snapshot:
+        """A consistent copy of the indexes at ``applied_seq`` (call under the lock)."""
+        states = {}
+        for cid, index in self._indexes.items():
+            rows, ann = index.export()
+            states[cid] = snapshots.CollectionState(
+                index.dims, index.metric, index.index_type, cid in self._lexical, rows, ann
+            )
+        return snapshots.Snapshot(self.applied_seq, states)
+
+    async def snapshot(self) -> int:
+        """Write a snapshot now if the log moved since the newest one; returns its seq (0 when
+        snapshots are off or nothing changed)."""
+        folder = self._snapshot_dir
+        if folder is None or self.applied_seq <= snapshots.latest_seq(folder):
+            return 0
+        async with self._lock:
+            state = self._export()
+        await asyncio.to_thread(snapshots.save, folder, state)
+        self._last_snapshot = time.monotonic()
+        return state.seq
 
     async def start(self) -> None:
         """Tail the change log (under Serve: writes made through other replicas show up here
@@ -75,6 +127,9 @@ class RetrievalService:
                 if head > self.applied_seq:
                     async with self._lock:
                         await asyncio.to_thread(self._catch_up)
+                if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
+                    self._last_snapshot = time.monotonic()
+                    await self.snapshot()
             except Exception:  # the database may be briefly unreachable: try again next time
                 log.warning("tailing the change log failed", exc_info=True)
 
@@ -215,6 +270,12 @@ class RetrievalService:
         row = self._collection(request.tenant, request.collection)
         if not request.chunks:
             raise InvalidArgument("must contain at least one chunk", field="chunks")
+        if len(request.chunks) > self.config.max_upsert_chunks:
+            raise InvalidArgument(
+                f"has {len(request.chunks)} chunks; the limit per call is "
+                f"{self.config.max_upsert_chunks}",
+                field="chunks",
+            )
         new, seen = [], set()
         for i, c in enumerate(request.chunks):
             field = f"chunks[{i}]"
@@ -235,6 +296,12 @@ class RetrievalService:
         row = self._collection(request.tenant, request.collection)
         if not request.doc_ids:
             raise InvalidArgument("must name at least one document", field="doc_ids")
+        if len(request.doc_ids) > self.config.max_delete_documents:
+            raise InvalidArgument(
+                f"names {len(request.doc_ids)} documents; the limit per call is "
+                f"{self.config.max_delete_documents}",
+                field="doc_ids",
+            )
         seq, deleted = await self._write(self.store.delete_documents, row, list(request.doc_ids))
         return pb.DeleteResponse(seq=seq, deleted=deleted)
 
