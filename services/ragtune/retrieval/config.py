@@ -22,6 +22,12 @@ class RetrievalConfig(BaseModel):
         "(other replicas) and applies them; Search with min_seq catches up at once anyway.",
     )
 
+    max_search_batch: int = Field(
+        default=64, ge=1, description="Concurrent plain searches answered by one FAISS call."
+    )
+    search_batch_wait_ms: float = Field(
+        default=1.0, ge=0, description="How long a search waits for others to join its batch."
+    )
     max_upsert_chunks: int = Field(default=10_000, ge=1, description="Chunks per Upsert call.")
     max_delete_documents: int = Field(default=10_000, ge=1, description="doc_ids per Delete.")
     snapshot_dir: str | None = Field(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -77,6 +78,8 @@ class CollectionIndex:
         self._ann: faiss.Index | None = None
         self._ann_dirty = False  # GPU indexes and HNSW rebuilds: rebuilt before the next search
         self._deleted: set[int] = set()  # ids still in the HNSW graph but gone
+        # Searches run in worker threads (batched) while the log is applied: one at a time.
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -97,6 +100,10 @@ class CollectionIndex:
 
     def replace_documents(self, doc_ids: Iterable[str], rows: Iterable[ChunkRow]) -> None:
         """Drop every chunk of ``doc_ids``, then add ``rows`` (their current chunks)."""
+        with self._lock:
+            self._replace(doc_ids, rows)
+
+    def _replace(self, doc_ids: Iterable[str], rows: Iterable[ChunkRow]) -> None:
         stale = [i for d in doc_ids for i in self._by_doc.pop(d, ())]
         if stale:
             ids = np.asarray(stale, dtype=np.int64)
@@ -118,11 +125,12 @@ class CollectionIndex:
 
     def export(self) -> tuple[list[ChunkRow], bytes | None]:
         """Its chunks, and its ANN index serialised when it has a CPU one that is current."""
-        current = self._ann is not None and not self._ann_dirty and not self._deleted
-        ann = None
-        if current and not isinstance(self._ann, _GpuIndex):
-            ann = faiss.serialize_index(self._ann).tobytes()
-        return list(self._chunks.values()), ann
+        with self._lock:
+            current = self._ann is not None and not self._ann_dirty and not self._deleted
+            ann = None
+            if current and not isinstance(self._ann, _GpuIndex):
+                ann = faiss.serialize_index(self._ann).tobytes()
+            return list(self._chunks.values()), ann
 
     def restore(self, rows: list[ChunkRow], ann: bytes | None) -> None:
         """Load exported state into this (empty) index; an ANN index not given is rebuilt."""
@@ -200,41 +208,56 @@ class CollectionIndex:
         self, query: np.ndarray, top_k: int, accept: Callable[[dict[str, str]], bool] | None
     ) -> list[Hit]:
         """The best ``top_k`` chunks; with ``accept``, exactly among the chunks it accepts."""
-        if not self._chunks:
-            return []
-        query = query.reshape(1, -1).astype(np.float32)
-        if accept is not None:
+        if accept is None:
+            return self.search_batch(query.reshape(1, -1), top_k)[0]
+        with self._lock:
             allowed = [i for i, c in self._chunks.items() if accept(c.metadata)]
             if not allowed:
                 return []
             params = faiss.SearchParameters(
                 sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
             )
+            query = query.reshape(1, -1).astype(np.float32)
             scores, ids = self._exact.search(query, min(top_k, len(allowed)), params=params)
             return self._hits(scores[0], ids[0])
-        if self._ann_dirty:
-            self._rebuild_ann()
-        if self._ann is None:
-            scores, ids = self._exact.search(query, min(top_k, len(self._chunks)))
-            return self._hits(scores[0], ids[0])
-        if self._kind == "ivf_pq":
-            return self._refined(query, top_k)
-        k = min(top_k + len(self._deleted), self._ann.ntotal)
-        scores, ids = self._ann.search(query, k)
-        hits = [(s, i) for s, i in zip(scores[0], ids[0], strict=True) if i not in self._deleted]
-        return self._hits(*zip(*hits[:top_k], strict=True)) if hits else []
 
-    def _refined(self, query: np.ndarray, top_k: int) -> list[Hit]:
+    def search_batch(self, queries: np.ndarray, top_k: int) -> list[list[Hit]]:
+        """Unfiltered search of several queries in one FAISS call (queries that arrived
+        together): one scan of the vectors serves them all."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        with self._lock:
+            if not self._chunks:
+                return [[] for _ in queries]
+            if self._ann_dirty:
+                self._rebuild_ann()
+            if self._ann is None:
+                scores, ids = self._exact.search(queries, min(top_k, len(self._chunks)))
+                return [self._hits(s, i) for s, i in zip(scores, ids, strict=True)]
+            if self._kind == "ivf_pq":
+                return self._refined(queries, top_k)
+            k = min(top_k + len(self._deleted), self._ann.ntotal)
+            scores, ids = self._ann.search(queries, k)
+            results = []
+            for row_scores, row_ids in zip(scores, ids, strict=True):
+                kept = [(s, i) for s, i in zip(row_scores, row_ids, strict=True)
+                        if i not in self._deleted][:top_k]  # fmt: skip
+                results.append(self._hits(*zip(*kept, strict=True)) if kept else [])
+            return results
+
+    def _refined(self, queries: np.ndarray, top_k: int) -> list[list[Hit]]:
         k = min(top_k * self.settings.refine_factor, self._ann.ntotal)
-        _, ids = self._ann.search(query, k)
-        candidates = [int(i) for i in ids[0] if i >= 0]
-        vectors = np.stack([self._chunks[i].vector for i in candidates]).astype(np.float32)
-        if self.metric == "ip":
-            scores = vectors @ query[0]
-        else:
-            scores = -((vectors - query[0]) ** 2).sum(axis=1)
-        order = np.argsort(-scores, kind="stable")[:top_k]
-        return [Hit(self._chunks[candidates[j]], float(scores[j])) for j in order]
+        _, ids = self._ann.search(queries, k)
+        results = []
+        for query, row in zip(queries, ids, strict=True):
+            candidates = [int(i) for i in row if i >= 0]
+            vectors = np.stack([self._chunks[i].vector for i in candidates]).astype(np.float32)
+            if self.metric == "ip":
+                scores = vectors @ query
+            else:
+                scores = -((vectors - query) ** 2).sum(axis=1)
+            order = np.argsort(-scores, kind="stable")[:top_k]
+            results.append([Hit(self._chunks[candidates[j]], float(scores[j])) for j in order])
+        return results
 
     def _hits(self, scores: Iterable[float], ids: Iterable[int]) -> list[Hit]:
         sign = 1.0 if self.metric == "ip" else -1.0  # l2: higher is better, as for ip

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from ray.serve import metrics
 
+from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
 from ragtune.common.telemetry import annotate
 from ragtune.common.validation import check_name, check_range
@@ -29,12 +30,25 @@ from ragtune.v1 import retrieval_pb2 as pb
 log = logging.getLogger(__name__)
 
 
+class _BatchSearch:
+    """Queries that arrived together, searched in one call; each gets its own top_k."""
+
+    def __init__(self, index: CollectionIndex) -> None:
+        self.index = index
+
+    def __call__(self, items: list[tuple[np.ndarray, int]]) -> list[list[Hit]]:
+        queries = np.stack([q for q, _ in items])
+        found = self.index.search_batch(queries, max(k for _, k in items))
+        return [hits[:k] for hits, (_, k) in zip(found, items, strict=True)]
+
+
 class RetrievalService:
     def __init__(self, config: RetrievalConfig) -> None:
         self.config = config
         self.store = Store(config.database_url)
         self._indexes: dict[int, CollectionIndex] = {}
         self._lexical: dict[int, LexicalIndex] = {}  # lexical collections only
+        self._batchers: dict[int, DynamicBatcher] = {}
         self.applied_seq = 0
         self._lock = asyncio.Lock()
         self.calls: Counter[str] = Counter()  # RPC name -> calls, read by tests and operators
@@ -173,6 +187,16 @@ class RetrievalService:
                 self._lexical[collection_id] = LexicalIndex()
                 self._lexical[collection_id].replace_documents(docs, all_rows)
         return self._indexes[collection_id]
+
+    def _batcher(self, collection_id: int, index: CollectionIndex) -> DynamicBatcher:
+        batcher = self._batchers.get(collection_id)
+        if batcher is None or batcher.fn.index is not index:  # new after a drop and re-create
+            batcher = self._batchers[collection_id] = DynamicBatcher(
+                _BatchSearch(index),
+                max_batch_tokens=self.config.max_search_batch,
+                max_wait_s=self.config.search_batch_wait_ms / 1000,
+            )
+        return batcher
 
     def _rank(self, collection_id, index, request, query, accept) -> list[Hit]:
         top_k, mode = request.top_k, request.mode
@@ -348,8 +372,15 @@ class RetrievalService:
             index = self._index_for(row.id)
             if index is None:
                 raise NotFound(f"collection {request.collection!r} not found")
+        if mode == pb.SEARCH_MODE_DENSE and accept is None:
+            # Concurrent plain searches of a collection share one FAISS call.
+            found, busy_s = await self._batcher(row.id, index).submit_timed(
+                [(query, request.top_k)], tokens=1
+            )
+            hits, busy_ms = found[0], busy_s * 1000
+        else:
             started = time.perf_counter()
-            hits = self._rank(row.id, index, request, query, accept)
+            hits = await asyncio.to_thread(self._rank, row.id, index, request, query, accept)
             busy_ms = (time.perf_counter() - started) * 1000
         annotate(
             {

@@ -1,0 +1,145 @@
+"""Retrieval service vs raw FAISS on the same vectors, same run; ANN recall against exact search.
+
+The collection is a clustered synthetic set (``--n`` unit vectors of 384 dims around 2,000
+centres, seeded), written straight to the service's database. Then:
+
+- **raw FAISS**: the same kind of index over the same vectors, searched in this process: one
+  query per call at concurrency 1, and 32 queries per call at concurrency 32 (queries that
+  arrive together are batched, as the service batches them);
+- **service**: single-query ``Search`` calls through Serve's gRPC proxy, 1 or 32 in flight;
+- **recall@10** of each ANN index type against exact search, through the service.
+
+Writes JSON and prints the concurrency-32 service/raw throughput ratio last.
+
+    python -m load_tests.bench_retrieval [--n 200000] [--queries 512] [--types flat,hnsw,ivf_pq]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from load_tests.bench_common import REPO, drive, percentiles, serve_app, write_result
+
+DIMS = 384
+
+
+def clustered(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(2000, DIMS)).astype(np.float32)
+    vectors = centres[rng.integers(0, 2000, n)] + 0.35 * rng.normal(size=(n, DIMS)).astype(
+        np.float32
+    )
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def load_collection(url: str, name: str, index_type: str, vectors: np.ndarray) -> None:
+    from ragtune.retrieval.store import CollectionRow, NewChunk, Store
+
+    store = Store(url)
+    row, _ = store.create_collection(
+        CollectionRow(0, "bench", name, DIMS, "synthetic", "ip", index_type, False),
+        exist_ok=True,
+    )
+    for start in range(0, len(vectors), 20_000):
+        part = vectors[start : start + 20_000]
+        store.upsert(
+            row,
+            [
+                NewChunk(f"d{start + i}", f"d{start + i}#0", f"vector {start + i}", {}, v)
+                for i, v in enumerate(part)
+            ],  # fmt: skip
+        )
+    store.engine.dispose()
+
+
+def raw_faiss(vectors: np.ndarray, queries: np.ndarray, concurrency: int) -> dict:
+    import faiss
+
+    index = faiss.IndexFlatIP(DIMS)
+    index.add(vectors)
+    latencies = []
+    start = time.perf_counter()
+    for i in range(0, len(queries), concurrency):
+        t = time.perf_counter()
+        index.search(queries[i : i + concurrency], 10)
+        latencies += [time.perf_counter() - t] * len(queries[i : i + concurrency])
+    seconds = time.perf_counter() - start
+    return {"qps": len(queries) / seconds, **percentiles(latencies)}
+
+
+async def service_run(target: str, name: str, queries: np.ndarray, concurrency: int):
+    import grpc
+
+    from ragtune.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = retrieval_pb2_grpc.RetrievalStub(channel)
+        metadata = [("application", "retrieval")]
+        results: dict[int, list[str]] = {}
+
+        def call(n: int):
+            async def go():
+                reply = await stub.Search(
+                    retrieval_pb2.SearchRequest(
+                        tenant="bench", collection=name, query_vector=queries[n].tolist(),
+                        top_k=10,
+                    ),
+                    metadata=metadata, timeout=300,
+                )  # fmt: skip
+                results[n] = [h.chunk.doc_id for h in reply.hits]
+
+            return go
+
+        await drive([call(n) for n in range(min(64, len(queries)))], concurrency)  # warm-up
+        seconds, latencies = await drive([call(n) for n in range(len(queries))], concurrency)
+        return {"qps": len(queries) / seconds, **percentiles(latencies)}, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--queries", type=int, default=512)
+    parser.add_argument("--types", default="flat,hnsw,ivf_pq")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "results")
+    args = parser.parse_args()
+    vectors = clustered(args.n, seed=0)
+    queries = clustered(args.queries, seed=1)
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    truth = [{f"d{i}" for i in row} for row in exact]
+    types = args.types.split(",")
+    result: dict = {"vectors": args.n, "dims": DIMS, "queries": args.queries, "set": "clustered"}
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        for index_type in types:
+            load_collection(url, index_type.replace("_", "-"), index_type, vectors)
+        print(f"loaded {args.n} vectors into {len(types)} collections", flush=True)
+        for c in (1, 32):
+            result[f"raw_c{c}"] = raw_faiss(vectors, queries, c)
+        with serve_app("retrieval", "Retrieval", {"database_url": url}) as target:
+            for index_type in types:
+                name = index_type.replace("_", "-")
+                for c in (1, 32) if index_type == "flat" else (32,):
+                    stats, found = asyncio.run(service_run(target, name, queries, c))
+                    recall = float(np.mean([len(set(found[n]) & truth[n]) / 10
+                                            for n in range(len(queries))]))  # fmt: skip
+                    result[f"service_{index_type}_c{c}"] = {**stats, "recall_at_10": recall}
+                    print(f"{index_type} c={c}: {stats['qps']:.0f} q/s, p50 {stats['p50_ms']:.1f} "
+                          f"ms, p99 {stats['p99_ms']:.1f} ms, recall@10 {recall:.3f}", flush=True)  # fmt: skip
+    for c in (1, 32):
+        raw = result[f"raw_c{c}"]
+        result[f"ratio_flat_c{c}"] = result[f"service_flat_c{c}"]["qps"] / raw["qps"]
+        print(f"raw FAISS flat c={c}: {raw['qps']:.0f} q/s; "
+              f"service/raw {result[f'ratio_flat_c{c}']:.2f}")  # fmt: skip
+    path = write_result("bench-retrieval", result, args.out_dir)
+    print(f"(JSON: {path})")
+    print(f"retrieval service/raw throughput ratio: {result['ratio_flat_c32']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
