@@ -1,4 +1,4 @@
-"""CPU threads for torch inside a replica.
+"""CPU threads for torch and FAISS inside a replica.
 
 Ray sets OMP_NUM_THREADS to a replica's whole ``num_cpus`` (1 for fractional CPUs), which
 leaves a model replica on one core. The local default packs several replicas on few cores with
@@ -16,4 +16,13 @@ def set_torch_threads(count: int | None) -> int:
 
     count = count or len(os.sched_getaffinity(0))
     torch.set_num_threads(count)
+    return count
+
+
+def set_faiss_threads(count: int | None) -> int:
+    """FAISS's OpenMP threads: ``count``, or every core this process may run on when None."""
+    import faiss
+
+    count = count or len(os.sched_getaffinity(0))
+    faiss.omp_set_num_threads(count)
     return count

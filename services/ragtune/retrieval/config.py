@@ -22,6 +22,12 @@ class RetrievalConfig(BaseModel):
         "(other replicas) and applies them; Search with min_seq catches up at once anyway.",
     )
 
+    faiss_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="OpenMP threads for FAISS searches; None: every core the replica may use "
+        "(Ray would otherwise leave a fractional-CPU replica on one).",
+    )
     max_search_batch: int = Field(
         default=64, ge=1, description="Concurrent plain searches answered by one FAISS call."
     )

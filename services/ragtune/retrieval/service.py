@@ -18,6 +18,7 @@ from ray.serve import metrics
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
 from ragtune.common.telemetry import annotate
+from ragtune.common.threads import set_faiss_threads
 from ragtune.common.validation import check_name, check_range
 from ragtune.retrieval import snapshots
 from ragtune.retrieval.config import RetrievalConfig
@@ -122,6 +123,9 @@ class RetrievalService:
         """Tail the change log (under Serve: writes made through other replicas show up here
         within ``tail_interval_s`` even when no Search asks for them)."""
         self._tail_task = asyncio.get_running_loop().create_task(self._tail())
+
+    def warm_up(self) -> None:
+        set_faiss_threads(self.config.faiss_threads)
 
     def report_gauges(self) -> None:
         self._applied.set(self.applied_seq)
