@@ -183,3 +183,14 @@ def test_a_failed_batch_writes_nothing(service):
     with pytest.raises(InvalidArgument):
         run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs", chunks=[good, bad])))
     assert not search(service, unit(1)).hits
+
+
+def test_oversize_batches_are_refused_whole(url):
+    svc = RetrievalService(RetrievalConfig(database_url=url, max_upsert_chunks=2))
+    run(svc.CreateCollection(pb.CreateCollectionRequest(
+        tenant="acme", name="docs", dims=DIMS, embedding_model="m")))  # fmt: skip
+    with pytest.raises(InvalidArgument, match="limit per call is 2") as err:
+        run(svc.Upsert(pb.UpsertRequest(
+            tenant="acme", collection="docs", chunks=[chunk(f"d{i}", 0, i) for i in range(3)])))  # fmt: skip
+    assert err.value.field == "chunks"
+    assert svc.store.counts(svc.store.get_collection("acme", "docs").id) == (0, 0)

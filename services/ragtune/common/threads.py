@@ -20,7 +20,8 @@ def set_torch_threads(count: int | None) -> int:
 
 
 def set_faiss_threads(count: int | None) -> int:
-    """FAISS's OpenMP threads: ``count``, or every core this process may run on when None."""
+    """FAISS's OpenMP threads for the calling thread (OpenMP keeps the setting per thread):
+    ``count``, or every core this process may run on when None."""
     import faiss
 
     count = count or len(os.sched_getaffinity(0))

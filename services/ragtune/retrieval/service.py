@@ -34,10 +34,14 @@ log = logging.getLogger(__name__)
 class _BatchSearch:
     """Queries that arrived together, searched in one call; each gets its own top_k."""
 
-    def __init__(self, index: CollectionIndex) -> None:
-        self.index = index
+    def __init__(self, index: CollectionIndex, threads: int | None) -> None:
+        self.index, self.threads = index, threads
 
     def __call__(self, items: list[tuple[np.ndarray, int]]) -> list[list[Hit]]:
+        # OpenMP's thread count is per calling thread, and this runs in a worker thread. FAISS
+        # splits small batches (< 20 queries) by query, so one query uses one thread anyway, and
+        # idle OpenMP threads would only spin against the proxy on the same cores.
+        set_faiss_threads(self.threads if len(items) >= 20 else 1)
         queries = np.stack([q for q, _ in items])
         found = self.index.search_batch(queries, max(k for _, k in items))
         return [hits[:k] for hits, (_, k) in zip(found, items, strict=True)]
@@ -124,9 +128,6 @@ class RetrievalService:
         within ``tail_interval_s`` even when no Search asks for them)."""
         self._tail_task = asyncio.get_running_loop().create_task(self._tail())
 
-    def warm_up(self) -> None:
-        set_faiss_threads(self.config.faiss_threads)
-
     def report_gauges(self) -> None:
         self._applied.set(self.applied_seq)
         self._lag.set(self._lag_changes)
@@ -196,13 +197,14 @@ class RetrievalService:
         batcher = self._batchers.get(collection_id)
         if batcher is None or batcher.fn.index is not index:  # new after a drop and re-create
             batcher = self._batchers[collection_id] = DynamicBatcher(
-                _BatchSearch(index),
+                _BatchSearch(index, self.config.faiss_threads),
                 max_batch_tokens=self.config.max_search_batch,
                 max_wait_s=self.config.search_batch_wait_ms / 1000,
             )
         return batcher
 
     def _rank(self, collection_id, index, request, query, accept) -> list[Hit]:
+        set_faiss_threads(self.config.faiss_threads)  # runs in a worker thread
         top_k, mode = request.top_k, request.mode
         depth = top_k if mode != pb.SEARCH_MODE_HYBRID else max(top_k, FUSION_DEPTH)
         dense = index.search(query, depth, accept) if query is not None else []
