@@ -12,12 +12,13 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port
 
 
 def _bin_dir() -> Path:
@@ -27,18 +28,12 @@ def _bin_dir() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostgresServer:
     def __init__(self) -> None:
         self.bin = _bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="ragtune-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._as_postgres = os.geteuid() == 0
         self._names = itertools.count()
         if self._as_postgres:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass
 
@@ -14,14 +13,8 @@ from ragtune import documents
 from ragtune.client import GatewayClient
 from ragtune.common.auth import create_key
 from ragtune.deployment import app_entry, local_config, start_local, stop_local
-from tests.conftest import DEMO_CORPUS
+from tests.conftest import DEMO_CORPUS, free_port
 from tests.integration.otlp import Receiver
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

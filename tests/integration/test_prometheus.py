@@ -18,7 +18,7 @@ import yaml
 
 from ragtune.observability import dashboards
 from ragtune.v1 import embedding_pb2, embedding_pb2_grpc, rerank_pb2, rerank_pb2_grpc
-from tests.integration.conftest import free_port
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 

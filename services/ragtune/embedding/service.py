@@ -116,14 +116,13 @@ class EmbeddingService:
             tags = {"model": model.config.name}
             self._truncated_inputs.inc(sum(1 for t in truncated if t), tags=tags)
             self._truncated_tokens.inc(sum(truncated), tags=tags)
-        vectors, busy_s = await model.batcher.submit_timed(
-            texts, sum(min(c, limit) for c in counts)
-        )
+        tokens = sum(min(c, limit) for c in counts)
+        vectors, busy_s = await model.batcher.submit_timed(texts, tokens)
         annotate(
             {
                 "gen_ai.operation.name": "embeddings",
                 "gen_ai.request.model": model.config.name,
-                "gen_ai.usage.input_tokens": sum(min(c, limit) for c in counts),
+                "gen_ai.usage.input_tokens": tokens,
                 "ragtune.embedding.texts": len(texts),
                 "ragtune.embedding.truncated_tokens": sum(truncated),
             }

@@ -192,7 +192,9 @@ class GenerationService:
             annotate({"gen_ai.input.messages": json.dumps(messages)})
         started, t0 = self._busy.start(), time.perf_counter()
         self._running += 1
-        stopped, last, ttft, text = False, None, None, []
+        stopped, last, ttft = False, None, None
+        capture = self.config.telemetry.capture_content
+        text: list[str] = []  # only kept when the answer goes on the span
         try:
             async for chunk in self.engine.stream(messages, sampling, adapter):
                 now = time.perf_counter()
@@ -203,7 +205,8 @@ class GenerationService:
                     else:
                         self.metrics.inter_token.observe(now - last, tags=tags)
                     last = now
-                    text.append(chunk.delta)
+                    if capture:
+                        text.append(chunk.delta)
                 if chunk.finish_reason:
                     busy, stopped = self._busy.stop(started), True
                     annotate_generation(
@@ -216,7 +219,7 @@ class GenerationService:
                         ttft_s=ttft,
                         finish_reason=chunk.finish_reason,
                     )
-                    if self.config.telemetry.capture_content:
+                    if capture:
                         annotate({"gen_ai.output.messages": "".join(text)})
                     yield chunk, busy
                 else:
