@@ -70,6 +70,7 @@ clean:
 bench-embed: setup  ## embedding service vs raw encode, concurrency 32 (JSON in results/)
 	$(BIN)/python -m load_tests.bench_embed --kind passages
 	$(BIN)/python -m load_tests.bench_embed --kind queries --n 1024
+	$(BIN)/python -m load_tests.bench_embed --kind queries --n 1024 --ingress direct
 
 bench-rerank: setup  ## rerank service vs raw CrossEncoder.predict (JSON in results/)
 	$(BIN)/python -m load_tests.bench_rerank

@@ -48,10 +48,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(name: str, deployment: str, args: dict[str, Any]) -> Iterator[str]:
-    """Run one ragtune application under a local Serve; yields the gRPC target."""
+def serve_app(
+    name: str, deployment: str, args: dict[str, Any], *, ingress: str = "proxy"
+) -> Iterator[str]:
+    """Run one ragtune application under a local Serve; yields the gRPC target: Serve's proxy,
+    or with ``ingress="direct"`` the replica's own gRPC server (Serve's direct ingress)."""
     from ragtune.common.serving import GRPC_SERVICERS
-    from ragtune.deployment import app_entry, start_local, stop_local
+    from ragtune.deployment import app_entry, direct_grpc_targets, start_local, stop_local
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -64,8 +67,16 @@ def serve_app(name: str, deployment: str, args: dict[str, Any]) -> Iterator[str]
     }
     ray_tmp = tempfile.mkdtemp(prefix="rtb", dir="/tmp")
     try:
-        start_local(config, temp_dir=ray_tmp)
-        yield f"localhost:{port}"
+        start_local(config, temp_dir=ray_tmp, direct_ingress=ingress == "direct")
+        if ingress == "direct":
+            deadline = time.monotonic() + 60
+            while not (targets := direct_grpc_targets().get(name)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no direct-ingress gRPC port for {name}")
+                time.sleep(0.5)
+            yield targets[0]
+        else:
+            yield f"localhost:{port}"
     finally:
         stop_local()
         shutil.rmtree(ray_tmp, ignore_errors=True)

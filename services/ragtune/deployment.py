@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 DEFAULT_GRPC_PORT = 9000
 DEFAULT_HTTP_PORT = 8000
 DEV_MODEL = "ragtune-dev-llama"
+DIRECT_INGRESS_ENV = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
 
 
 # Requests a replica accepts at once. Serve's default is 5, which would starve the dynamic
@@ -137,12 +138,18 @@ def start_local(
     temp_dir: str | None = None,
     metrics_port: int | None = None,
     timeout_s: float = 600,
+    direct_ingress: bool = False,
 ) -> None:
     """Start Ray and Serve in this process tree and deploy ``config``; returns when every
     application is RUNNING, raises RuntimeError with Serve's message if one fails.
 
     ``metrics_port``: where Ray serves Prometheus metrics (Ray's and ragtune's, prefixed
     ``ray_``) at ``/metrics``; None lets Ray pick a free port.
+
+    ``direct_ingress``: every application's replicas also serve gRPC on their own port
+    (Ray Serve's direct ingress; see ``direct_grpc_targets``), which skips the proxy's hop and
+    its CPU. Ray reads the switch from the environment when it starts, so it must be chosen
+    before the first ``ray.init`` of the process.
     """
     import ray
     from ray.serve._private import api as serve_api  # what `serve run config.yaml` uses
@@ -150,6 +157,12 @@ def start_local(
     from ray.serve.config import gRPCOptions
 
     schema = validate(config)
+    if direct_ingress:
+        if ray.is_initialized() and os.environ.get(DIRECT_INGRESS_ENV) != "1":
+            raise RuntimeError("direct ingress must be chosen before Ray starts in this process")
+        os.environ[DIRECT_INGRESS_ENV] = "1"
+        # Replicas otherwise wait 30 s on shutdown for external load balancers to notice.
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     if not ray.is_initialized():
         ray.init(
             namespace=SERVE_NAMESPACE,
@@ -186,6 +199,24 @@ def wait_running(names: list[str], *, timeout_s: float) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"applications not running after {timeout_s:.0f}s: {states}")
         time.sleep(0.5)
+
+
+def direct_grpc_targets() -> dict[str, list[str]]:
+    """Application name -> ``host:port`` of each running replica's own gRPC server, when Serve
+    runs with direct ingress (empty otherwise). Serve has no public call for these yet, so
+    this asks its controller, as Serve's own HAProxy integration does."""
+    import ray
+    from ray.serve._private.common import RequestProtocol
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    if os.environ.get(DIRECT_INGRESS_ENV) != "1":
+        return {}
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    targets: dict[str, list[str]] = {}
+    for group in ray.get(controller.get_target_groups.remote()):
+        if group.protocol == RequestProtocol.GRPC and group.app_name:
+            targets[group.app_name] = [f"{t.ip}:{t.port}" for t in group.targets]
+    return targets
 
 
 def stop_local() -> None:

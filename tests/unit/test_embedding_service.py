@@ -83,3 +83,21 @@ def test_unknown_model_is_not_found(service):
 def test_config_rejects_unknown_default_model():
     with pytest.raises(ValueError, match="default_model"):
         EmbeddingConfig(models=[EmbeddingModelConfig(name="a")], default_model="b")
+
+
+def test_passes_shared_among_threads_give_the_same_vectors_in_order():
+    from ragtune.embedding.backend import SentenceTransformerEmbedder
+
+    texts = [("word " * (i * 7 % 40 + 1)) + f"item {i}" for i in range(30)]  # mixed lengths
+    one = SentenceTransformerEmbedder(EmbeddingModelConfig(name="m", parallel_passes=1))
+    three = SentenceTransformerEmbedder(EmbeddingModelConfig(name="m", parallel_passes=3))
+    np.testing.assert_allclose(three.embed(texts), one.embed(texts), atol=1e-5)
+    assert three.parallel == 3
+
+
+def test_stats_report_batches_per_model(service):
+    before = service.stats()["all-MiniLM-L6-v2"]
+    run(service.Embed(pb.EmbedRequest(texts=["one more"])))
+    after = service.stats()["all-MiniLM-L6-v2"]
+    assert after["requests"] == before["requests"] + 1
+    assert after["busy_seconds"] > before["busy_seconds"]

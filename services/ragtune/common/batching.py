@@ -37,6 +37,7 @@ class BatchStats:
     batches: int = 0
     requests: int = 0
     largest_batch_requests: int = 0
+    busy_seconds: float = 0.0  # time spent in model calls
 
 
 class DynamicBatcher(Generic[Item, Result]):
@@ -140,6 +141,7 @@ class DynamicBatcher(Generic[Item, Result]):
                     p.future.set_result((list(results[start : start + len(p.items)]), share))
                 start += len(p.items)
             self.stats.batches += 1
+            self.stats.busy_seconds += busy
             self.stats.requests += len(batch)
             self.stats.largest_batch_requests = max(self.stats.largest_batch_requests, len(batch))
             if self.on_batch is not None:

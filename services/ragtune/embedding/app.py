@@ -19,4 +19,5 @@ def build(args: dict[str, Any]):
         service_cls=EmbeddingService,
         descriptor=embedding_pb2.DESCRIPTOR.services_by_name["Embedding"],
         deployment_name=DEPLOYMENT,
+        extra_methods=("stats",),
     )

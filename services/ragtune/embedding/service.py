@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import asdict
 
 import numpy as np
 from ray.serve import metrics
@@ -13,7 +14,7 @@ from ragtune.common.errors import NotFound
 from ragtune.common.telemetry import annotate
 from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_texts
-from ragtune.embedding.backend import Embedder, SentenceTransformerEmbedder
+from ragtune.embedding.backend import Embedder, SentenceTransformerEmbedder, cores
 from ragtune.embedding.config import EmbeddingConfig, EmbeddingModelConfig
 from ragtune.v1 import embedding_pb2 as pb
 
@@ -73,8 +74,13 @@ class EmbeddingService:
         for name, model in self._models.items():
             self._queue_depth.set(model.batcher.pending, tags={"model": name})
 
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per model: batches run, requests served, the largest batch (operators, benchmarks)."""
+        return {name: asdict(model.batcher.stats) for name, model in self._models.items()}
+
     def warm_up(self) -> None:
-        set_torch_threads(self.config.torch_threads)
+        passes = max(m.embedder.parallel for m in self._models.values())
+        set_torch_threads(self.config.torch_threads or max(1, cores() // passes))
         for model in self._models.values():
             model.embedder.warm_up()
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,12 @@ class RetrievalService:
                 log.warning("tailing the change log failed", exc_info=True)
 
     def stats(self) -> dict[str, object]:
-        return {"applied_seq": self.applied_seq, "calls": dict(self.calls)}
+        batches = {cid: asdict(b.stats) for cid, b in self._batchers.items()}
+        return {
+            "applied_seq": self.applied_seq,
+            "calls": dict(self.calls),
+            "search_batches": batches,
+        }
 
     def check_health(self) -> None:
         self.store.last_seq()
