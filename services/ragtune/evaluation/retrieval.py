@@ -39,8 +39,8 @@ class EvalSettings:
 
 
 def _embedder():
-    from ragtune.common.threads import set_torch_threads
-    from ragtune.embedding.backend import SentenceTransformerEmbedder, cores
+    from ragtune.common.threads import cores, set_torch_threads
+    from ragtune.embedding.backend import SentenceTransformerEmbedder
     from ragtune.embedding.config import EmbeddingModelConfig
 
     embedder = SentenceTransformerEmbedder(EmbeddingModelConfig(name="all-MiniLM-L6-v2"))

@@ -13,13 +13,14 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+import faiss
 import numpy as np
 from ray.serve import metrics
 
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
 from ragtune.common.telemetry import annotate
-from ragtune.common.threads import set_faiss_threads
+from ragtune.common.threads import reserved_threads, set_faiss_blas_threshold, set_faiss_threads
 from ragtune.common.validation import check_name, check_range
 from ragtune.retrieval import snapshots
 from ragtune.retrieval.config import RetrievalConfig
@@ -35,14 +36,15 @@ log = logging.getLogger(__name__)
 class _BatchSearch:
     """Queries that arrived together, searched in one call; each gets its own top_k."""
 
-    def __init__(self, index: CollectionIndex, threads: int | None) -> None:
+    def __init__(self, index: CollectionIndex, threads: int) -> None:
         self.index, self.threads = index, threads
 
     def __call__(self, items: list[tuple[np.ndarray, int]]) -> list[list[Hit]]:
-        # OpenMP's thread count is per calling thread, and this runs in a worker thread. FAISS
-        # splits small batches (< 20 queries) by query, so one query uses one thread anyway, and
-        # idle OpenMP threads would only spin against the proxy on the same cores.
-        set_faiss_threads(self.threads if len(items) >= 20 else 1)
+        # OpenMP's thread count is per calling thread, and this runs in a worker thread. A batch
+        # too small for BLAS is scanned query by query, one thread each: idle OpenMP threads
+        # would only spin against the proxy on the same cores.
+        blas = len(items) * self.index.dims >= faiss.cvar.distance_compute_blas_threshold
+        set_faiss_threads(self.threads if blas else 1)
         queries = np.stack([q for q, _ in items])
         found = self.index.search_batch(queries, max(k for _, k in items))
         return [hits[:k] for hits, (_, k) in zip(found, items, strict=True)]
@@ -51,6 +53,8 @@ class _BatchSearch:
 class RetrievalService:
     def __init__(self, config: RetrievalConfig) -> None:
         self.config = config
+        self._faiss_threads = config.faiss_threads or reserved_threads()
+        set_faiss_blas_threshold(self._faiss_threads)
         self.store = Store(config.database_url)
         self._indexes: dict[int, CollectionIndex] = {}
         self._lexical: dict[int, LexicalIndex] = {}  # lexical collections only
@@ -159,6 +163,7 @@ class RetrievalService:
             "applied_seq": self.applied_seq,
             "calls": dict(self.calls),
             "search_batches": batches,
+            "faiss_threads": self._faiss_threads,
         }
 
     def check_health(self) -> None:
@@ -203,14 +208,14 @@ class RetrievalService:
         batcher = self._batchers.get(collection_id)
         if batcher is None or batcher.fn.index is not index:  # new after a drop and re-create
             batcher = self._batchers[collection_id] = DynamicBatcher(
-                _BatchSearch(index, self.config.faiss_threads),
+                _BatchSearch(index, self._faiss_threads),
                 max_batch_tokens=self.config.max_search_batch,
                 max_wait_s=self.config.search_batch_wait_ms / 1000,
             )
         return batcher
 
     def _rank(self, collection_id, index, request, query, accept) -> list[Hit]:
-        set_faiss_threads(self.config.faiss_threads)  # runs in a worker thread
+        set_faiss_threads(self._faiss_threads)  # runs in a worker thread
         top_k, mode = request.top_k, request.mode
         depth = top_k if mode != pb.SEARCH_MODE_HYBRID else max(top_k, FUSION_DEPTH)
         dense = index.search(query, depth, accept) if query is not None else []
