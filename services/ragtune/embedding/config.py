@@ -29,7 +29,7 @@ class EmbeddingModelConfig(BaseModel):
         le=4096,
         description="Texts per forward pass. A model call sorts its texts by length first, so "
         "small passes pad little: on CPU 8 beats 64 by ~25% on mixed-length queries and passages "
-        "(docs/embedding.md); on a GPU use 64-256.",
+        "(README, Embedding and reranking); on a GPU use 64-256.",
     )
     parallel_passes: int | None = Field(
         default=None,
