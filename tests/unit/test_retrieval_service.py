@@ -211,18 +211,33 @@ def test_faiss_uses_the_threads_the_replica_reserved(url, monkeypatch):
 def test_concurrent_searches_answered_together_match_searches_alone(service):
     import asyncio
 
-    chunks = [chunk(f"d{i}", 0, i) for i in range(300)]
-    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs", chunks=chunks)))
-    queries = [unit(1000 + i) for i in range(40)]  # 40 x 8 dims: one BLAS product
+    import faiss
+
+    dims = 64  # 40 queries x 64 dims is over the BLAS switch: one matrix product for the batch
+    rng = np.random.default_rng(5)
+
+    def vec() -> list[float]:
+        v = rng.normal(size=dims)
+        return (v / np.linalg.norm(v)).tolist()
+
+    run(service.CreateCollection(pb.CreateCollectionRequest(
+        tenant="acme", name="wide", dims=dims, embedding_model="m")))  # fmt: skip
+    chunks = [pb.Chunk(chunk_id=f"w{i}#0", doc_id=f"w{i}", text=f"w{i}", vector=vec())
+              for i in range(300)]  # fmt: skip
+    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="wide", chunks=chunks)))
+    queries = [vec() for _ in range(40)]
+
+    def request(q: list[float]) -> pb.SearchRequest:
+        return pb.SearchRequest(tenant="acme", collection="wide", query_vector=q, top_k=5)
 
     async def together():
-        return await asyncio.gather(*(service.Search(pb.SearchRequest(
-            tenant="acme", collection="docs", query_vector=q, top_k=5)) for q in queries))  # fmt: skip
+        return await asyncio.gather(*(service.Search(request(q)) for q in queries))
 
     batched = run(together())
-    assert service.stats()["search_batches"]  # they went through the batcher
+    (stats,) = service.stats()["search_batches"].values()
+    assert stats["largest_batch_requests"] * dims >= faiss.cvar.distance_compute_blas_threshold
     for q, reply in zip(queries, batched, strict=True):
-        alone = search(service, q, top_k=5)
+        alone = run(service.Search(request(q)))  # one query: scanned, not BLAS
         assert [h.chunk.chunk_id for h in reply.hits] == [h.chunk.chunk_id for h in alone.hits]
         assert [h.score for h in reply.hits] == pytest.approx(
             [h.score for h in alone.hits], abs=1e-5

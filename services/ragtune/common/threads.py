@@ -31,14 +31,17 @@ def reserved_threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else cores()
 
 
-def set_faiss_threads(count: int | None) -> int:
-    """FAISS's OpenMP threads for the calling thread (OpenMP keeps the setting per thread):
-    ``count``, or every core this process may run on when None."""
+def threads_per_pass(parallel_passes: int) -> int:
+    """torch threads for each of ``parallel_passes`` forward passes running at once: the
+    cores shared out among them."""
+    return max(1, cores() // parallel_passes)
+
+
+def set_faiss_threads(count: int) -> None:
+    """FAISS's OpenMP threads for the calling thread (OpenMP keeps the setting per thread)."""
     import faiss
 
-    count = count or cores()
     faiss.omp_set_num_threads(count)
-    return count
 
 
 def set_faiss_blas_threshold(threads: int, per_thread: int = 800) -> int:

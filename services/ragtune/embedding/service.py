@@ -12,7 +12,7 @@ from ray.serve import metrics
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import NotFound
 from ragtune.common.telemetry import annotate
-from ragtune.common.threads import cores, set_torch_threads
+from ragtune.common.threads import set_torch_threads, threads_per_pass
 from ragtune.common.validation import check_texts
 from ragtune.embedding.backend import Embedder, SentenceTransformerEmbedder
 from ragtune.embedding.config import EmbeddingConfig, EmbeddingModelConfig
@@ -80,7 +80,7 @@ class EmbeddingService:
 
     def warm_up(self) -> None:
         passes = max(m.embedder.parallel for m in self._models.values())
-        set_torch_threads(self.config.torch_threads or max(1, cores() // passes))
+        set_torch_threads(self.config.torch_threads or threads_per_pass(passes))
         for model in self._models.values():
             model.embedder.warm_up()
 

@@ -39,12 +39,12 @@ class EvalSettings:
 
 
 def _embedder():
-    from ragtune.common.threads import cores, set_torch_threads
+    from ragtune.common.threads import set_torch_threads, threads_per_pass
     from ragtune.embedding.backend import SentenceTransformerEmbedder
     from ragtune.embedding.config import EmbeddingModelConfig
 
     embedder = SentenceTransformerEmbedder(EmbeddingModelConfig(name="all-MiniLM-L6-v2"))
-    set_torch_threads(max(1, cores() // embedder.parallel))  # as the embedding service does
+    set_torch_threads(threads_per_pass(embedder.parallel))  # as the embedding service does
     embedder.warm_up()
     return embedder
 
