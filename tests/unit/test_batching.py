@@ -103,3 +103,40 @@ def test_each_request_is_charged_its_token_share_of_the_batch():
     # One 0.2 s model call, split 1:3 by tokens: together they pay for it exactly once.
     assert large_busy == pytest.approx(3 * small_busy)
     assert small_busy + large_busy >= 0.2
+
+
+def test_closed_loop_clients_answered_together_come_back_into_one_batch():
+    # 16 clients that start 4 ms apart, then send each next request 0-15 ms after its answer
+    # (the transport). The first batch closes before the last clients arrive; a batcher that
+    # then starts each batch at once with whoever is queued keeps two cohorts alternating.
+    model = Recorder(delay=0.03)
+    batcher = DynamicBatcher(model, max_batch_tokens=1000, max_wait_s=0.03)
+
+    async def client(n: int) -> None:
+        await asyncio.sleep(n * 0.004)
+        for round_ in range(8):
+            assert await batcher.submit([n], tokens=1) == [2 * n]
+            await asyncio.sleep(((n * 7 + round_ * 3) % 16) / 1000)
+
+    async def main():
+        await asyncio.gather(*(client(n) for n in range(16)))
+
+    asyncio.run(main())
+    sizes = [len(b) for b in model.batches]
+    assert sum(sizes) == 16 * 8
+    # Merged after the start: most batches hold all 16 (the last ones shrink as clients finish
+    # their rounds). Starting each batch at once instead alternates 6 and 10 for good.
+    assert sizes.count(16) >= 5, sizes
+
+
+def test_a_lone_client_is_not_held_back_by_the_wait():
+    # One request in flight at a time: nobody else can join, so no batch waits for company.
+    batcher = DynamicBatcher(Recorder(), max_batch_tokens=1000, max_wait_s=0.5)
+
+    async def main():
+        start = time.monotonic()
+        for i in range(5):
+            assert await batcher.submit([i], tokens=1) == [2 * i]
+        return time.monotonic() - start
+
+    assert asyncio.run(main()) < 0.25  # five waits of max_wait would take 2.5 s

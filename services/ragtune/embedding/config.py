@@ -72,7 +72,8 @@ class EmbeddingConfig(BaseModel):
     max_wait_ms: float = Field(
         default=5.0,
         ge=0,
-        description="How long the first request of a batch waits for others to join.",
+        description="Longest wait of a batch for more requests (never longer than the last "
+        "model call took; none for a lone client: common/batching.py).",
     )
 
     telemetry: TelemetryConfig = Field(

@@ -42,7 +42,9 @@ class RerankConfig(BaseModel):
     max_batch_tokens: int = Field(
         default=16384, ge=1, description="Concurrent requests are batched up to this many tokens."
     )
-    max_wait_ms: float = Field(default=5.0, ge=0)
+    max_wait_ms: float = Field(
+        default=5.0, ge=0, description="Longest wait of a batch for more requests (see README)."
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,
