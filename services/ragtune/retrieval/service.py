@@ -1,7 +1,7 @@
 """The Retrieval RPCs as a plain class (no Ray).
 
-Writes go to the store first; the replica then applies the change log to its indexes, the same
-way it catches up with writes made by other replicas (``min_seq``).
+Writes go to the store first; the replica then applies the change log to its indexes
+(``replica.py``), the same way it catches up with writes made by other replicas (``min_seq``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from ragtune.common.validation import check_name, check_range
 from ragtune.retrieval import snapshots
 from ragtune.retrieval.config import RetrievalConfig
 from ragtune.retrieval.index import INDEX_TYPES, METRICS, CollectionIndex, Hit
-from ragtune.retrieval.lexical import LexicalIndex
 from ragtune.retrieval.query import FUSION_DEPTH, fuse, metadata_filter
+from ragtune.retrieval.replica import ReplicaIndexes
 from ragtune.retrieval.store import CollectionRow, NewChunk, Store
 from ragtune.v1 import retrieval_pb2 as pb
 
@@ -56,11 +56,10 @@ class RetrievalService:
         self._faiss_threads = config.faiss_threads or reserved_threads()
         set_faiss_blas_threshold(self._faiss_threads)
         self.store = Store(config.database_url)
-        self._indexes: dict[int, CollectionIndex] = {}
-        self._lexical: dict[int, LexicalIndex] = {}  # lexical collections only
+        snapshot_dir = Path(config.snapshot_dir) if config.snapshot_dir else None
+        self.replica = ReplicaIndexes(self.store, snapshot_dir)
         self._batchers: dict[int, DynamicBatcher] = {}
-        self.applied_seq = 0
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one writer of the replica's indexes at a time
         self.calls: Counter[str] = Counter()  # RPC name -> calls, read by tests and operators
         self._tail_task: asyncio.Task | None = None
         self._lag_changes = 0  # at the last check of the change log
@@ -76,54 +75,25 @@ class RetrievalService:
             "ragtune_retrieval_index_vectors",
             description="Vectors in this replica's in-memory indexes, all collections together.",
         )
-        self._snapshot_dir = Path(config.snapshot_dir) if config.snapshot_dir else None
         self._last_snapshot = time.monotonic()
-        self._restore_snapshot()
-        self._catch_up()
+        self.replica.restore_snapshot()
+        self.replica.catch_up()
 
-    # -- snapshots -------------------------------------------------------------------------------
+    @property
+    def applied_seq(self) -> int:
+        """The last change-log sequence number this replica's indexes reflect."""
+        return self.replica.applied_seq
 
-    def _restore_snapshot(self) -> None:
-        """Start from the newest snapshot (its collections that still exist unchanged); the
-        change log after its seq is replayed by ``_catch_up``."""
-        if self._snapshot_dir is None:
-            return
-        snapshot = snapshots.load_latest(self._snapshot_dir)
-        if snapshot is None:
-            return
-        for cid, state in snapshot.collections.items():
-            row = self.store.collection_by_id(cid)
-            settings = (state.dims, state.metric, state.index_type, state.lexical)
-            if row is None or (row.dims, row.metric, row.index_type, row.lexical) != settings:
-                continue  # dropped (or its id reused) since: loaded from the database if needed
-            index = CollectionIndex(row.dims, row.metric, row.index_type)
-            index.restore(state.rows, state.ann)
-            self._indexes[cid] = index
-            if row.lexical:
-                self._lexical[cid] = LexicalIndex()
-                self._lexical[cid].replace_documents({r.doc_id for r in state.rows}, state.rows)
-        self.applied_seq = snapshot.seq
-        log.info("restored %d collections from the snapshot at seq %d",
-                 len(self._indexes), snapshot.seq)  # fmt: skip
-
-    def _export(self) -> snapshots.Snapshot:
-        """A consistent copy of the indexes at ``applied_seq`` (call under the lock)."""
-        states = {}
-        for cid, index in self._indexes.items():
-            rows, ann = index.export()
-            states[cid] = snapshots.CollectionState(
-                index.dims, index.metric, index.index_type, cid in self._lexical, rows, ann
-            )
-        return snapshots.Snapshot(self.applied_seq, states)
+    # -- snapshots and tailing ----------------------------------------------------------------
 
     async def snapshot(self) -> int:
         """Write a snapshot now if the log moved since the newest one; returns its seq (0 when
         snapshots are off or nothing changed)."""
-        folder = self._snapshot_dir
+        folder = self.replica.snapshot_dir
         if folder is None or self.applied_seq <= snapshots.latest_seq(folder):
             return 0
         async with self._lock:
-            state = self._export()
+            state = self.replica.export()
         await asyncio.to_thread(snapshots.save, folder, state)
         self._last_snapshot = time.monotonic()
         return state.seq
@@ -136,7 +106,7 @@ class RetrievalService:
     def report_gauges(self) -> None:
         self._applied.set(self.applied_seq)
         self._lag.set(self._lag_changes)
-        self._vectors.set(sum(len(index) for index in self._indexes.values()))
+        self._vectors.set(sum(len(index) for index in self.replica.dense.values()))
 
     async def shutdown(self) -> None:
         if self._tail_task is not None:
@@ -150,7 +120,7 @@ class RetrievalService:
                 self._lag_changes = max(0, head - self.applied_seq)
                 if head > self.applied_seq:
                     async with self._lock:
-                        await asyncio.to_thread(self._catch_up)
+                        await asyncio.to_thread(self.replica.catch_up)
                 if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
                     self._last_snapshot = time.monotonic()
                     await self.snapshot()
@@ -169,41 +139,6 @@ class RetrievalService:
     def check_health(self) -> None:
         self.store.last_seq()
 
-    # -- index maintenance -------------------------------------------------------------------
-
-    def _catch_up(self) -> None:
-        """Apply every change logged after ``applied_seq`` to the in-memory indexes."""
-        for change in self.store.changes_since(self.applied_seq):
-            if change.op == "drop":
-                self._indexes.pop(change.collection_id, None)
-                self._lexical.pop(change.collection_id, None)
-            else:
-                already = change.collection_id in self._indexes
-                index = self._index_for(change.collection_id)
-                if already and index is not None and change.doc_ids:
-                    rows = self.store.load_chunks(change.collection_id, change.doc_ids)
-                    index.replace_documents(change.doc_ids, rows)
-                    if change.collection_id in self._lexical:
-                        self._lexical[change.collection_id].replace_documents(change.doc_ids, rows)
-            self.applied_seq = change.seq
-
-    def _index_for(self, collection_id: int) -> CollectionIndex | None:
-        """The collection's dense index (and its lexical one), loaded from the store the first
-        time: they then hold every change up to the store's present state."""
-        if collection_id not in self._indexes:
-            row = self.store.collection_by_id(collection_id)
-            if row is None:  # dropped later in the log
-                return None
-            index = CollectionIndex(row.dims, row.metric, row.index_type)
-            all_rows = self.store.load_chunks(collection_id)
-            docs = {r.doc_id for r in all_rows}
-            index.replace_documents(docs, all_rows)
-            self._indexes[collection_id] = index
-            if row.lexical:
-                self._lexical[collection_id] = LexicalIndex()
-                self._lexical[collection_id].replace_documents(docs, all_rows)
-        return self._indexes[collection_id]
-
     def _batcher(self, collection_id: int, index: CollectionIndex) -> DynamicBatcher:
         batcher = self._batchers.get(collection_id)
         if batcher is None or batcher.fn.index is not index:  # new after a drop and re-create
@@ -221,7 +156,7 @@ class RetrievalService:
         dense = index.search(query, depth, accept) if query is not None else []
         if mode == pb.SEARCH_MODE_DENSE:
             return dense
-        lexical_index = self._lexical[collection_id]
+        lexical_index = self.replica.lexical[collection_id]
         chunks = {h.chunk.id: h.chunk for h in dense}
         found = lexical_index.search(request.query_text, depth, accept)
         missing = [i for i, _ in found if i not in chunks]
@@ -236,7 +171,7 @@ class RetrievalService:
         """Run a store write and apply it to the indexes, one at a time per replica."""
         async with self._lock:
             result = await asyncio.to_thread(fn, *args)
-            await asyncio.to_thread(self._catch_up)
+            await asyncio.to_thread(self.replica.catch_up)
             return result
 
     def _collection(self, tenant: str, name: str) -> CollectionRow:
@@ -256,7 +191,7 @@ class RetrievalService:
             metric=row.metric,
             index_type=row.index_type,
             lexical=row.lexical,
-            active_index=index.active if (index := self._indexes.get(row.id)) else "",
+            active_index=index.active if (index := self.replica.dense.get(row.id)) else "",
         )
 
     # -- RPCs ----------------------------------------------------------------------------------
@@ -381,12 +316,12 @@ class RetrievalService:
                 raise InvalidArgument("must be >= 0 (0 means the default, 1)", field=name)
         async with self._lock:
             if request.min_seq > self.applied_seq:
-                await asyncio.to_thread(self._catch_up)
+                await asyncio.to_thread(self.replica.catch_up)
             if request.min_seq > self.applied_seq:
                 raise Unavailable(
                     f"replica has applied seq {self.applied_seq}, below min_seq {request.min_seq}"
                 )
-            index = self._index_for(row.id)
+            index = self.replica.index_for(row.id)
             if index is None:
                 raise NotFound(f"collection {request.collection!r} not found")
         if mode == pb.SEARCH_MODE_DENSE and accept is None:
