@@ -6,6 +6,7 @@ writes JSON; its last line is the headline ratio.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -104,6 +105,12 @@ async def drive(
 def percentiles(latencies: Sequence[float]) -> dict[str, float]:
     qs = statistics.quantiles(latencies, n=100)
     return {"p50_ms": qs[49] * 1000, "p99_ms": qs[98] * 1000}
+
+
+def add_out_dir(parser: argparse.ArgumentParser) -> None:
+    """Every benchmark's ``--out-dir``: where its JSON result goes."""
+    parser.add_argument("--out-dir", type=Path, default=REPO / "results",
+                        help="folder for the JSON result (default: results/)")  # fmt: skip
 
 
 def write_result(name: str, result: dict[str, Any], out_dir: Path) -> Path:

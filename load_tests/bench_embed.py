@@ -18,9 +18,8 @@ import asyncio
 import os
 import statistics
 import time
-from pathlib import Path
 
-from load_tests.bench_common import drive, percentiles, serve_app, texts, write_result
+from load_tests.bench_common import add_out_dir, drive, percentiles, serve_app, texts, write_result
 
 
 class RawEncoder:
@@ -63,7 +62,7 @@ def main() -> None:
     parser.add_argument("--kind", choices=["passages", "queries"], default="passages")
     parser.add_argument("--ingress", choices=["proxy", "direct"], default="proxy")
     parser.add_argument("--rounds", type=int, default=3, help="raw/service rounds (median)")
-    parser.add_argument("--out", default="results", help="folder for the JSON result")
+    add_out_dir(parser)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -85,7 +84,7 @@ def main() -> None:
     result = {"benchmark": "embed", "texts": len(batch), "kind": args.kind,
               "concurrency": args.concurrency, "ingress": args.ingress, "rounds": rounds,
               "ratio": ratio}  # fmt: skip
-    path = write_result(f"bench-embed-{args.kind}-{args.ingress}", result, Path(args.out))
+    path = write_result(f"bench-embed-{args.kind}-{args.ingress}", result, args.out_dir)
     print(f"JSON: {path}")
     print(f"embed service/raw throughput ratio (median of {args.rounds}): {ratio:.2f}")
 

@@ -24,7 +24,7 @@ import statistics
 import time
 from pathlib import Path
 
-from load_tests.bench_common import REPO, drive, percentiles, serve_app, write_result
+from load_tests.bench_common import REPO, add_out_dir, drive, percentiles, serve_app, write_result
 
 METADATA = [("application", "generation")]  # Serve's proxy routes on it
 QUESTIONS = ["Tell me about the Lyon office", "Tell me about Kestrel", "What is the warranty?"]
@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per request")
     parser.add_argument("--load-rounds", type=int, default=20, help="adapter load/unload rounds")
-    parser.add_argument("--out", default="results", help="folder for the JSON result")
+    add_out_dir(parser)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -149,7 +149,7 @@ def main() -> None:
         max_tokens=args.max_tokens,
         ratio=mixed / single,
     )
-    path = write_result("bench-generation", result, Path(args.out))
+    path = write_result("bench-generation", result, args.out_dir)
     loads = result["adapter_load"]["engine_load"]
     print(f"adapter load: p50 {loads['p50_ms']:.0f} ms, p99 {loads['p99_ms']:.0f} ms")
     for name in ("single_adapter", "mixed_4_adapters_and_base"):

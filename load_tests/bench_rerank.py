@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from load_tests.bench_common import drive, percentiles, serve_app, texts, write_result
+from load_tests.bench_common import add_out_dir, drive, percentiles, serve_app, texts, write_result
 
 
 def minilm_cross_encoder(out: Path) -> str:
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--passages", type=int, default=20, help="candidates per query")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--out", default="results")
+    add_out_dir(parser)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -90,7 +90,7 @@ def main() -> None:
         "service_latency": percentiles(latencies),
         "ratio": service / raw,
     }
-    path = write_result("bench-rerank", result, Path(args.out))
+    path = write_result("bench-rerank", result, args.out_dir)
     print(
         f"service ({args.concurrency} concurrent Rerank calls of {len(passages)} passages): "
         f"{service:.1f} pairs/s, p50 {result['service_latency']['p50_ms']:.0f} ms; JSON: {path}"

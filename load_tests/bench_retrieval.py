@@ -25,11 +25,10 @@ import argparse
 import asyncio
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-from load_tests.bench_common import REPO, drive, percentiles, serve_app, write_result
+from load_tests.bench_common import add_out_dir, drive, percentiles, serve_app, write_result
 
 DIMS = 384
 
@@ -118,7 +117,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=512)
     parser.add_argument("--types", default="flat,hnsw,ivf_pq")
     parser.add_argument("--ingress", choices=["proxy", "direct"], default="proxy")
-    parser.add_argument("--out-dir", type=Path, default=REPO / "results")
+    add_out_dir(parser)
     args = parser.parse_args()
     vectors = clustered(args.n, seed=0)
     queries = clustered(args.queries, seed=1)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from load_tests.bench_common import REPO, SCIFACT, percentiles, write_result
+from load_tests.bench_common import REPO, SCIFACT, add_out_dir, percentiles, write_result
 from ragtune.common.cost import Pricing
 from ragtune.evaluation import beir, routing, routing_set
 from ragtune.evaluation.retrieval import EvalSettings, _corpus_vectors, _embedder
@@ -109,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=20, help="passes over the routing set")
     parser.add_argument("--probes", type=int, default=200)
-    parser.add_argument("--out-dir", type=Path, default=REPO / "results")
+    add_out_dir(parser)
     args = parser.parse_args()
     cache = REPO / "data" / "cache"
     items = routing_set.read(REPO / "deploy" / "examples" / "routing" / "requests.jsonl")
