@@ -261,7 +261,8 @@ class Store:
             doc_ids = sorted(d for d, h in hashes.items() if stored.get(d) != h)
             if not doc_ids:
                 return self._last_seq(conn), 0
-            new = [c for c in new if c.doc_id in set(doc_ids)]
+            changed = set(doc_ids)
+            new = [c for c in new if c.doc_id in changed]
             replaced = sum(1 for d in doc_ids if d in stored)
             conn.execute(
                 chunks.delete().where(
