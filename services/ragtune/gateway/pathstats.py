@@ -15,8 +15,6 @@ PATHS = ("RAG", "TUNED", "HYBRID")
 @dataclass(frozen=True)
 class PathEstimate:
     latency_ms: float  # at the router's budget quantile
-    p50_ms: float
-    p95_ms: float
     cost_micro_usd: int  # mean per request
     samples: int  # 0: the estimate is the configured prior
 
@@ -38,15 +36,10 @@ class PathStats:
         latencies = self._latency[path]
         if len(latencies) < self.config.min_samples:
             prior = self.config.prior_latency_ms[path]
-            return PathEstimate(
-                prior, prior, prior, self.config.prior_cost_micro_usd[path], samples=0
-            )
+            return PathEstimate(prior, self.config.prior_cost_micro_usd[path], samples=0)
         values = np.fromiter(latencies, dtype=np.float64)
-        quantile, p50, p95 = np.quantile(values, [self.config.budget_quantile, 0.5, 0.95])
         return PathEstimate(
-            float(quantile),
-            float(p50),
-            float(p95),
+            float(np.quantile(values, self.config.budget_quantile)),
             round(float(np.mean(self._cost[path]))),
             samples=len(values),
         )
