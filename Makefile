@@ -66,7 +66,7 @@ lock: setup
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-.PHONY: bench-embed bench-rerank bench-generation bench-router bench-retrieval
+.PHONY: bench-embed bench-rerank bench-generation bench-router bench-retrieval bench-ingress
 bench-embed: setup  ## embedding service vs raw encode, concurrency 32 (JSON in results/)
 	$(BIN)/python -m load_tests.bench_embed --kind passages
 	$(BIN)/python -m load_tests.bench_embed --kind queries --n 1024
@@ -77,6 +77,9 @@ bench-rerank: setup  ## rerank service vs raw CrossEncoder.predict (JSON in resu
 
 bench-retrieval: setup  ## retrieval service vs raw FAISS on 200k vectors, c=1 and c=32; ANN recall@10
 	$(BIN)/python -m load_tests.bench_retrieval
+
+bench-ingress: setup  ## CPU per call of each ingress (HAProxy, Serve proxy, direct, plain grpc)
+	$(BIN)/python -m load_tests.bench_ingress
 
 bench-router: setup  ## routing decision p50/p99 without the probe, and the probe's time and cost
 	$(BIN)/python -m load_tests.bench_router

@@ -48,17 +48,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+INGRESS_CHOICES = ["haproxy", "proxy", "direct"]
+
+
+def add_ingress(parser: argparse.ArgumentParser) -> None:
+    """Every service benchmark's ``--ingress``: which way its gRPC calls reach the replica."""
+    parser.add_argument(
+        "--ingress", choices=INGRESS_CHOICES, default="haproxy",
+        help="haproxy: Serve's HAProxy ingress on the gRPC port (ragtune serve's default); "
+        "proxy: Serve's Python gRPC proxy; direct: the replica's own gRPC server, no proxy",
+    )  # fmt: skip
+
+
+def use_free_haproxy_ports() -> None:
+    """HAProxy's stats and metrics listeners bind fixed ports (8404, 9101) unless told
+    otherwise: give this run free ones, so it can run beside another ragtune."""
+    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
+
+
 @contextmanager
 def serve_app(
-    name: str, deployment: str, args: dict[str, Any], *, ingress: str = "proxy"
+    name: str, deployment: str, args: dict[str, Any], *, ingress: str = "haproxy"
 ) -> Iterator[str]:
-    """Run one ragtune application under a local Serve; yields the gRPC target: Serve's proxy,
-    or with ``ingress="direct"`` the replica's own gRPC server (Serve's direct ingress)."""
+    """Run one ragtune application under a local Serve; yields the gRPC target: the gRPC port
+    (HAProxy or Serve's proxy), or with ``ingress="direct"`` the replica's own gRPC server."""
     from ragtune.common.serving import GRPC_SERVICERS
     from ragtune.deployment import app_entry, direct_grpc_targets, start_local, stop_local
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    use_free_haproxy_ports()
     port = free_port()
     config = {
         "proxy_location": "HeadOnly",
@@ -68,7 +88,7 @@ def serve_app(
     }
     ray_tmp = tempfile.mkdtemp(prefix="rtb", dir="/tmp")
     try:
-        start_local(config, temp_dir=ray_tmp, direct_ingress=ingress == "direct")
+        start_local(config, temp_dir=ray_tmp, ingress="proxy" if ingress == "proxy" else "haproxy")
         if ingress == "direct":
             deadline = time.monotonic() + 60
             while not (targets := direct_grpc_targets().get(name)):

@@ -1,14 +1,15 @@
 """Embedding service vs raw sentence-transformers, same texts, same run.
 
 The service receives N concurrent single-text Embed calls over gRPC (dynamic batching joins
-them), through Serve's proxy or, with ``--ingress direct``, straight to the replica's own gRPC
-server (Serve's direct ingress, no proxy hop). The raw side is ``model.encode(texts,
+them) on the gRPC port (``--ingress``: Serve's HAProxy ingress, as ``ragtune serve`` runs, or
+Serve's Python proxy), or straight to the replica's own gRPC server (``--ingress direct``). The
+raw side is ``model.encode(texts,
 batch_size=64)`` in this process. The two alternate for ``--rounds`` rounds, so a slow spell of
 the machine hits both; the headline is the median of the rounds' ratios. Prints it on its last
 line and writes JSON.
 
     python -m load_tests.bench_embed [--n 512] [--concurrency 32] [--kind passages|queries]
-                                     [--ingress proxy|direct] [--rounds 3]
+                                     [--ingress haproxy|proxy|direct] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import os
 import statistics
 import time
 
-from load_tests.bench_common import add_out_dir, drive, percentiles, serve_app, texts, write_result
+from load_tests.bench_common import (
+    add_ingress,
+    add_out_dir,
+    drive,
+    percentiles,
+    serve_app,
+    texts,
+    write_result,
+)
 
 
 class RawEncoder:
@@ -60,7 +69,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=512, help="texts embedded per round")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--kind", choices=["passages", "queries"], default="passages")
-    parser.add_argument("--ingress", choices=["proxy", "direct"], default="proxy")
+    add_ingress(parser)
     parser.add_argument("--rounds", type=int, default=3, help="raw/service rounds (median)")
     add_out_dir(parser)
     args = parser.parse_args()

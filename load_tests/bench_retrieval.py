@@ -7,8 +7,9 @@ service's database. Then:
 - **raw FAISS**: the same kind of index over the same vectors, searched in this process: one
   query per call at concurrency 1, and 32 queries per call at concurrency 32 (queries that
   arrive together are batched, as the service batches them);
-- **service**: single-query ``Search`` calls through Serve's gRPC proxy (or with ``--ingress
-  direct`` straight to the replica's own gRPC server), 1 or 32 in flight;
+- **service**: single-query ``Search`` calls on the gRPC port (``--ingress``: Serve's HAProxy
+  ingress, as ``ragtune serve`` runs, or Serve's Python proxy) or straight to the replica's own
+  gRPC server (``--ingress direct``), 1 or 32 in flight;
 - **recall@10** of each ANN index type against exact search, through the service.
 
 Both sides use the same FAISS settings: the BLAS switch the service sets (see
@@ -16,7 +17,7 @@ Both sides use the same FAISS settings: the BLAS switch the service sets (see
 and prints the concurrency-32 service/raw throughput ratio last.
 
     python -m load_tests.bench_retrieval [--n 200000] [--queries 512] [--types flat,hnsw,ivf_pq]
-                                         [--ingress proxy|direct]
+                                         [--ingress haproxy|proxy|direct]
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ import time
 
 import numpy as np
 
-from load_tests.bench_common import add_out_dir, drive, percentiles, serve_app, write_result
+from load_tests.bench_common import (
+    add_ingress,
+    add_out_dir,
+    drive,
+    percentiles,
+    serve_app,
+    write_result,
+)
 
 DIMS = 384
 
@@ -116,7 +124,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--queries", type=int, default=512)
     parser.add_argument("--types", default="flat,hnsw,ivf_pq")
-    parser.add_argument("--ingress", choices=["proxy", "direct"], default="proxy")
+    add_ingress(parser)
     add_out_dir(parser)
     args = parser.parse_args()
     vectors = clustered(args.n, seed=0)
@@ -150,7 +158,7 @@ def main() -> None:
         result[f"ratio_flat_c{c}"] = result[f"service_flat_c{c}"]["qps"] / raw["qps"]
         print(f"raw FAISS flat c={c}: {raw['qps']:.0f} q/s; "
               f"service/raw {result[f'ratio_flat_c{c}']:.2f}")  # fmt: skip
-    suffix = "" if args.ingress == "proxy" else f"-{args.ingress}"
+    suffix = "" if args.ingress == "haproxy" else f"-{args.ingress}"
     path = write_result(f"bench-retrieval{suffix}", result, args.out_dir)
     print(f"(JSON: {path})")
     print(f"retrieval service/raw throughput ratio: {result['ratio_flat_c32']:.2f}")

