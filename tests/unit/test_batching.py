@@ -47,10 +47,79 @@ def test_the_token_budget_bounds_every_batch():
     assert sorted(i for b in model.batches for i in b) == list(range(20))  # none lost
 
 
-def test_a_request_larger_than_the_budget_still_runs_alone():
+def test_a_request_larger_than_the_budget_is_split_into_batches_that_fit():
     model = Recorder()
     batcher = DynamicBatcher(model, max_batch_tokens=5, max_wait_s=0.01)
-    assert asyncio.run(batcher.submit(list(range(8)), tokens=50)) == [2 * i for i in range(8)]
+    assert asyncio.run(batcher.submit(list(range(8)), tokens=[2] * 8)) == [2 * i for i in range(8)]
+    assert [len(b) for b in model.batches] == [2, 2, 2, 2]  # 2 x 2 tokens fit in 5
+    # An item over the budget on its own still runs, alone.
+    assert asyncio.run(batcher.submit([1, 2], tokens=[50, 1])) == [2, 4]
+    assert model.batches[-2:] == [[1], [2]]
+
+
+class Overlap(Recorder):
+    """Also records how many calls ran at once."""
+
+    def __init__(self, delay: float):
+        super().__init__(delay)
+        self.running = self.most_at_once = 0
+
+    def __call__(self, items):
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            return super().__call__(items)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_several_workers_run_batches_at_once():
+    model = Overlap(delay=0.05)
+    batcher = DynamicBatcher(model, max_batch_tokens=1000, max_wait_s=0.01, workers=2)
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit([i], tokens=1) for i in range(40)))
+
+    assert asyncio.run(main()) == [[2 * i] for i in range(40)]
+    assert model.most_at_once == 2
+    assert sorted(i for b in model.batches for i in b) == list(range(40))
+
+
+def test_a_lone_large_request_is_shared_out_among_idle_workers():
+    model = Overlap(delay=0.1)
+    batcher = DynamicBatcher(model, max_batch_tokens=1000, max_wait_s=0.01, workers=2)
+
+    async def main():
+        start = time.monotonic()
+        results = await batcher.submit(list(range(64)), tokens=64)
+        return results, time.monotonic() - start
+
+    results, _ = asyncio.run(main())
+    assert results == [2 * i for i in range(64)]  # in order, though computed in two halves
+    assert sorted(len(b) for b in model.batches) == [32, 32] and model.most_at_once == 2
+    assert batcher.stats.requests == 1
+
+
+def test_a_failed_part_fails_its_request_once_and_the_rest_is_dropped():
+    calls = []
+
+    def flaky(items):
+        calls.append(list(items))
+        if 0 in items:
+            raise RuntimeError("device lost")
+        return items
+
+    batcher = DynamicBatcher(flaky, max_batch_tokens=2, max_wait_s=0.01)
+
+    async def main():
+        with pytest.raises(RuntimeError, match="device lost"):
+            await batcher.submit([0, 1, 2, 3, 4, 5], tokens=6)
+        return await batcher.submit([7], tokens=1)
+
+    assert asyncio.run(main()) == [7]
+    assert calls == [[0, 1], [7]]  # the failed request's later parts never ran
 
 
 def test_a_lone_request_waits_at_most_max_wait():
@@ -88,6 +157,11 @@ def test_a_model_error_reaches_every_request_of_the_batch_and_the_next_batch_run
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         DynamicBatcher(Recorder(), max_batch_tokens=0, max_wait_s=0.01)
+    with pytest.raises(ValueError):
+        DynamicBatcher(Recorder(), max_batch_tokens=10, max_wait_s=0.01, workers=0)
+    batcher = DynamicBatcher(Recorder(), max_batch_tokens=10, max_wait_s=0.01)
+    with pytest.raises(ValueError, match="2 token counts for 3 items"):
+        asyncio.run(batcher.submit([1, 2, 3], tokens=[1, 1]))
 
 
 def test_each_request_is_charged_its_token_share_of_the_batch():

@@ -95,6 +95,43 @@ def test_passes_shared_among_threads_give_the_same_vectors_in_order():
     assert three.parallel == 3
 
 
+def test_planned_passes_give_what_sentence_transformers_encode_gives():
+    from ragtune.embedding.backend import SentenceTransformerEmbedder
+
+    texts = [("word " * (i * 11 % 60 + 1)) + f"item {i}" for i in range(40)] + ["x" * 3000]
+    embedder = SentenceTransformerEmbedder(EmbeddingModelConfig(name="m", parallel_passes=1))
+    reference = embedder.model.encode(texts, batch_size=64, normalize_embeddings=True)
+    np.testing.assert_allclose(embedder.embed_serial(texts), reference, atol=1e-5)
+
+
+def brute_force_cost(lengths, max_texts, overhead):
+    """The cheapest split of sorted lengths into passes, by trying every split."""
+    if not lengths:
+        return 0.0
+    return min(
+        overhead + k * lengths[k - 1] + brute_force_cost(lengths[k:], max_texts, overhead)
+        for k in range(1, min(max_texts, len(lengths)) + 1)
+    )
+
+
+def test_passes_compute_the_fewest_tokens_within_the_limit():
+    from ragtune.embedding.backend import plan_passes
+
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        lengths = sorted(rng.integers(5, 80, rng.integers(1, 12)).tolist())
+        max_texts, overhead = int(rng.integers(1, 6)), float(rng.integers(0, 60))
+        passes = plan_passes(lengths, max_texts, overhead)
+        assert [a for a, _ in passes][1:] == [b for _, b in passes][:-1]  # contiguous
+        assert passes[0][0] == 0 and passes[-1][1] == len(lengths)
+        assert all(0 < b - a <= max_texts for a, b in passes)
+        cost = sum(overhead + (b - a) * lengths[b - 1] for a, b in passes)
+        assert cost == pytest.approx(brute_force_cost(lengths, max_texts, overhead))
+    # Free passes: no padding at all; costly passes: as few as the limit allows.
+    assert plan_passes([3, 5, 9], 8, 0.0) == [(0, 1), (1, 2), (2, 3)]
+    assert len(plan_passes([3, 5, 9, 9, 9], 2, 1000.0)) == 3
+
+
 def test_stats_report_batches_per_model(service):
     before = service.stats()["all-MiniLM-L6-v2"]
     run(service.Embed(pb.EmbedRequest(texts=["one more"])))

@@ -29,7 +29,13 @@ class Embedder(Protocol):
         ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dims) float32, L2-normalised; texts over max_tokens are truncated."""
+        """(len(texts), dims) float32, L2-normalised; texts over max_tokens are truncated.
+        May share the texts out among ``parallel`` threads."""
+        ...
+
+    def embed_serial(self, texts: Sequence[str]) -> np.ndarray:
+        """``embed`` on the calling thread alone; safe from ``parallel`` threads at once (the
+        service's batch workers each call this)."""
         ...
 
 
@@ -48,10 +54,11 @@ def default_minilm_path() -> str:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model loaded from a local directory.
 
-    On CPU a call's texts are shared out among ``parallel`` threads, each running passes of
-    ``batch_size`` texts with its own copy of the model's Python objects (fast tokenizers are
-    not thread-safe) over one shared set of weights. For a small model this beats torch's
-    intra-op threads, which synchronise on every operator.
+    On CPU a call's texts are shared out among ``parallel`` threads, each with its own copy of
+    the model's Python objects (fast tokenizers are not thread-safe) over one shared set of
+    weights. For a small model this beats torch's intra-op threads, which synchronise on every
+    operator. Each thread sorts its texts by token length and runs them in the passes that
+    compute the fewest padded tokens (``plan_passes``).
     """
 
     def __init__(self, config: EmbeddingModelConfig) -> None:
@@ -105,28 +112,61 @@ class SentenceTransformerEmbedder:
         size = self.config.batch_size
         self.warm_up()
         if self._pool is None or len(texts) <= size:
-            return self._encode(texts)
+            return self.embed_serial(texts)
         # Dealt round-robin by length, so every thread gets an equal share of long and short
         # texts (no thread idles at the end), and each share's passes still pad little.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         shares = [order[k :: self.parallel] for k in range(self.parallel)]
         shares = [share for share in shares if share]
         vectors = np.empty((len(texts), self.dims), dtype=np.float32)
-        encoded = self._pool.map(lambda share: self._encode([texts[i] for i in share]), shares)
+        encoded = self._pool.map(lambda share: self.embed_serial([texts[i] for i in share]), shares)
         for share, share_vectors in zip(shares, encoded, strict=True):
             vectors[share] = share_vectors
         return vectors
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        model = self._copies.get()  # never waits: as many copies as threads that call this
+    def embed_serial(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        texts = list(texts)
+        self.warm_up()
+        vectors = np.empty((len(texts), self.dims), dtype=np.float32)
+        model = self._copies.get()  # waits only if more than `parallel` threads call at once
         try:
-            vectors = model.encode(
-                texts,
-                batch_size=self.config.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            # What SentenceTransformer.encode does (preprocess, forward, normalise), in passes
+            # planned on token lengths rather than fixed counts of texts.
+            ids = model.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]
+            order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+            lengths = [len(ids[i]) for i in order]
+            with torch.inference_mode():
+                for start, stop in plan_passes(
+                    lengths, self.config.batch_size, self.config.pass_overhead_tokens
+                ):
+                    rows = order[start:stop]
+                    features = model.preprocess([texts[i] for i in rows])
+                    out = model(batch_to_device(features, model.device))["sentence_embedding"]
+                    out = torch.nn.functional.normalize(out.float(), p=2, dim=1)
+                    vectors[rows] = out.cpu().numpy()
         finally:
             self._copies.put(model)
-        return vectors.astype(np.float32, copy=False)
+        return vectors
+
+
+def plan_passes(lengths: Sequence[int], max_texts: int, overhead: float) -> list[tuple[int, int]]:
+    """Split texts sorted by token length (ascending) into forward passes, as (start, stop),
+    computing the fewest tokens: a pass pads every text to its longest and costs ``overhead``
+    tokens more (on a CPU, streaming the weights from memory once per pass). Exact, by dynamic
+    programming over passes of at most ``max_texts``."""
+    best = [0.0] + [float("inf")] * len(lengths)
+    cut = [0] * (len(lengths) + 1)
+    for stop in range(1, len(lengths) + 1):
+        longest = lengths[stop - 1]
+        for start in range(max(0, stop - max_texts), stop):
+            cost = best[start] + overhead + (stop - start) * longest
+            if cost < best[stop]:
+                best[stop], cut[stop] = cost, start
+    passes, stop = [], len(lengths)
+    while stop > 0:
+        passes.append((cut[stop], stop))
+        stop = cut[stop]
+    return passes[::-1]

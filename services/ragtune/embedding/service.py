@@ -28,10 +28,13 @@ class _Model:
     def __init__(self, config: EmbeddingModelConfig, embedder: Embedder, service: EmbeddingConfig):
         self.config = config
         self.embedder = embedder
+        # One batch worker per forward pass that may run at once: on CPU one per core, each
+        # batch on one thread, so a core never waits for another's share of a batch.
         self.batcher: DynamicBatcher[str, np.ndarray] = DynamicBatcher(
-            embedder.embed,
+            embedder.embed_serial,
             max_batch_tokens=service.max_batch_tokens,
             max_wait_s=service.max_wait_ms / 1000,
+            workers=embedder.parallel,
         )
 
 
@@ -122,8 +125,9 @@ class EmbeddingService:
             tags = {"model": model.config.name}
             self._truncated_inputs.inc(sum(1 for t in truncated if t), tags=tags)
             self._truncated_tokens.inc(sum(truncated), tags=tags)
-        tokens = sum(min(c, limit) for c in counts)
-        vectors, busy_s = await model.batcher.submit_timed(texts, tokens)
+        kept = [min(c, limit) for c in counts]
+        tokens = sum(kept)
+        vectors, busy_s = await model.batcher.submit_timed(texts, kept)
         annotate(
             {
                 "gen_ai.operation.name": "embeddings",
