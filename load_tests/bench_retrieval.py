@@ -13,8 +13,9 @@ service's database. Then:
 - **recall@10** of each ANN index type against exact search, through the service.
 
 Both sides use the same FAISS settings: the BLAS switch the service sets (see
-``set_faiss_blas_threshold``); raw FAISS keeps its default threads (every core). Writes JSON
-and prints the concurrency-32 service/raw throughput ratio last.
+``set_faiss_blas_threshold``) and every core's thread (the service is told ``faiss_threads``,
+since a replica with a fractional CPU would otherwise search on one). Writes JSON and prints
+the concurrency-32 service/raw throughput ratio last.
 
     python -m load_tests.bench_retrieval [--n 200000] [--queries 512] [--types flat,hnsw,ivf_pq]
                                          [--ingress haproxy|proxy|direct]
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 
@@ -73,7 +75,7 @@ def load_collection(url: str, name: str, index_type: str, vectors: np.ndarray) -
     store.engine.dispose()
 
 
-def raw_faiss(vectors: np.ndarray, queries: np.ndarray, concurrency: int) -> dict:
+def raw_index(vectors: np.ndarray):
     import faiss
 
     from ragtune.common.threads import cores, set_faiss_blas_threshold
@@ -81,6 +83,10 @@ def raw_faiss(vectors: np.ndarray, queries: np.ndarray, concurrency: int) -> dic
     set_faiss_blas_threshold(cores())  # what the service sets: the same FAISS on both sides
     index = faiss.IndexFlatIP(DIMS)
     index.add(vectors)
+    return index
+
+
+def raw_faiss(index, queries: np.ndarray, concurrency: int) -> dict:
     latencies = []
     start = time.perf_counter()
     for i in range(0, len(queries), concurrency):
@@ -120,6 +126,8 @@ async def service_run(target: str, name: str, queries: np.ndarray, concurrency: 
 
 
 def main() -> None:
+    from ragtune.common.threads import cores
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--queries", type=int, default=512)
@@ -139,20 +147,26 @@ def main() -> None:
         for index_type in types:
             load_collection(url, index_type.replace("_", "-"), index_type, vectors)
         print(f"loaded {args.n} vectors into {len(types)} collections", flush=True)
-        for c in (1, 32):
-            result[f"raw_c{c}"] = raw_faiss(vectors, queries, c)
+        index = raw_index(vectors)
         with serve_app(
-            "retrieval", "Retrieval", {"database_url": url}, ingress=args.ingress
+            "retrieval",
+            "Retrieval",
+            {"database_url": url, "faiss_threads": cores()},
+            ingress=args.ingress,
         ) as target:
             for index_type in types:
                 name = index_type.replace("_", "-")
                 for c in (1, 32) if index_type == "flat" else (32,):
+                    if index_type == "flat":  # just before, so a slow spell hits both alike
+                        result[f"raw_c{c}"] = raw_faiss(index, queries, c)
                     stats, found = asyncio.run(service_run(target, name, queries, c))
                     recall = float(np.mean([len(set(found[n]) & truth[n]) / 10
                                             for n in range(len(queries))]))  # fmt: skip
                     result[f"service_{index_type}_c{c}"] = {**stats, "recall_at_10": recall}
                     print(f"{index_type} c={c}: {stats['qps']:.0f} q/s, p50 {stats['p50_ms']:.1f} "
                           f"ms, p99 {stats['p99_ms']:.1f} ms, recall@10 {recall:.3f}", flush=True)  # fmt: skip
+    if "flat" not in types:
+        sys.exit("the service/raw ratio needs the flat collection: add flat to --types")
     for c in (1, 32):
         raw = result[f"raw_c{c}"]
         result[f"ratio_flat_c{c}"] = result[f"service_flat_c{c}"]["qps"] / raw["qps"]

@@ -130,6 +130,23 @@ def test_min_seq_reads_writes_made_by_another_replica(service, url):
     assert reply.applied_seq >= written.seq and reply.hits[0].chunk.doc_id == "new"
 
 
+def test_a_collection_dropped_and_made_again_elsewhere_is_searched_anew(service, url):
+    run(service.Upsert(pb.UpsertRequest(tenant="acme", collection="docs",
+                                        chunks=[chunk("old", 0, 1)])))  # fmt: skip
+    assert search(service, unit(1)).hits[0].chunk.doc_id == "old"  # this replica knows it now
+    other = RetrievalService(RetrievalConfig(database_url=url))
+    run(other.DeleteCollection(pb.DeleteCollectionRequest(tenant="acme", name="docs")))
+    run(other.CreateCollection(pb.CreateCollectionRequest(tenant="acme", name="docs", dims=4,
+                                                          embedding_model="m")))  # fmt: skip
+    written = run(other.Upsert(pb.UpsertRequest(tenant="acme", collection="docs", chunks=[
+        pb.Chunk(chunk_id="new#0", doc_id="new", text="new", vector=[1, 0, 0, 0])])))  # fmt: skip
+    # Read-your-writes: the first replica applies the drop, then finds the new collection.
+    reply = search(service, [1, 0, 0, 0], min_seq=written.seq)
+    assert [h.chunk.doc_id for h in reply.hits] == ["new"]
+    with pytest.raises(InvalidArgument, match="4"):  # the new collection's dimensions
+        search(service, unit(1))
+
+
 def test_tenants_cannot_see_each_others_collections(service):
     run(
         service.Upsert(

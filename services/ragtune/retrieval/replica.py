@@ -61,12 +61,15 @@ class ReplicaIndexes:
             )
         return snapshots.Snapshot(self.applied_seq, states)
 
-    def catch_up(self) -> None:
-        """Apply every change logged after ``applied_seq`` to the in-memory indexes."""
+    def catch_up(self) -> set[int]:
+        """Apply every change logged after ``applied_seq`` to the in-memory indexes; returns
+        the ids of the collections dropped meanwhile."""
+        dropped: set[int] = set()
         for change in self.store.changes_since(self.applied_seq):
             if change.op == "drop":
                 self.dense.pop(change.collection_id, None)
                 self.lexical.pop(change.collection_id, None)
+                dropped.add(change.collection_id)
             else:
                 already = change.collection_id in self.dense
                 index = self.index_for(change.collection_id)
@@ -76,6 +79,7 @@ class ReplicaIndexes:
                     if change.collection_id in self.lexical:
                         self.lexical[change.collection_id].replace_documents(change.doc_ids, rows)
             self.applied_seq = change.seq
+        return dropped
 
     def index_for(self, collection_id: int) -> CollectionIndex | None:
         """The collection's dense index (and its lexical one), loaded from the store the first

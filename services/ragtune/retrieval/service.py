@@ -59,6 +59,9 @@ class RetrievalService:
         snapshot_dir = Path(config.snapshot_dir) if config.snapshot_dir else None
         self.replica = ReplicaIndexes(self.store, snapshot_dir)
         self._batchers: dict[int, DynamicBatcher] = {}
+        # (tenant, name) -> row, for searches: the database is not asked on every Search.
+        # Entries go when this replica applies the collection's drop (``_catch_up``).
+        self._rows: dict[tuple[str, str], CollectionRow] = {}
         self._lock = asyncio.Lock()  # one writer of the replica's indexes at a time
         self.calls: Counter[str] = Counter()  # RPC name -> calls, read by tests and operators
         self._tail_task: asyncio.Task | None = None
@@ -77,7 +80,7 @@ class RetrievalService:
         )
         self._last_snapshot = time.monotonic()
         self.replica.restore_snapshot()
-        self.replica.catch_up()
+        self._catch_up()
 
     @property
     def applied_seq(self) -> int:
@@ -120,7 +123,7 @@ class RetrievalService:
                 self._lag_changes = max(0, head - self.applied_seq)
                 if head > self.applied_seq:
                     async with self._lock:
-                        await asyncio.to_thread(self.replica.catch_up)
+                        await asyncio.to_thread(self._catch_up)
                 if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
                     self._last_snapshot = time.monotonic()
                     await self.snapshot()
@@ -171,13 +174,26 @@ class RetrievalService:
         """Run a store write and apply it to the indexes, one at a time per replica."""
         async with self._lock:
             result = await asyncio.to_thread(fn, *args)
-            await asyncio.to_thread(self.replica.catch_up)
+            await asyncio.to_thread(self._catch_up)
             return result
 
+    def _catch_up(self) -> None:
+        dropped = self.replica.catch_up()
+        if dropped:
+            self._rows = {k: row for k, row in self._rows.items() if row.id not in dropped}
+
     def _collection(self, tenant: str, name: str) -> CollectionRow:
+        """The collection as the database has it now (writes go by this)."""
         check_name(tenant, "tenant")
         check_name(name, "collection")
         return self.store.get_collection(tenant, name)
+
+    def _searched_collection(self, tenant: str, name: str) -> CollectionRow:
+        """The collection as this replica knows it (searches go by this)."""
+        row = self._rows.get((tenant, name))
+        if row is None:
+            row = self._rows[(tenant, name)] = self._collection(tenant, name)
+        return row
 
     def _to_pb(self, row: CollectionRow) -> pb.Collection:
         n_chunks, n_docs = self.store.counts(row.id)
@@ -283,12 +299,22 @@ class RetrievalService:
 
     async def Search(self, request: pb.SearchRequest) -> pb.SearchResponse:
         self.calls["Search"] += 1
-        row = self._collection(request.tenant, request.collection)
+        check_name(request.tenant, "tenant")
+        check_name(request.collection, "collection")
         check_range(request.top_k, "top_k", 1, self.config.max_top_k)
         mode = request.mode
         if mode not in pb.SearchMode.values():
             raise InvalidArgument(f"unknown search mode {mode}", field="mode")
         accept = metadata_filter(request)
+        if request.min_seq > self.applied_seq:
+            async with self._lock:
+                if request.min_seq > self.applied_seq:
+                    await asyncio.to_thread(self._catch_up)
+            if request.min_seq > self.applied_seq:
+                raise Unavailable(
+                    f"replica has applied seq {self.applied_seq}, below min_seq {request.min_seq}"
+                )
+        row = self._searched_collection(request.tenant, request.collection)
         query = None
         if mode != pb.SEARCH_MODE_LEXICAL:
             if not request.query_vector:
@@ -315,12 +341,6 @@ class RetrievalService:
             if getattr(request, name) < 0:
                 raise InvalidArgument("must be >= 0 (0 means the default, 1)", field=name)
         async with self._lock:
-            if request.min_seq > self.applied_seq:
-                await asyncio.to_thread(self.replica.catch_up)
-            if request.min_seq > self.applied_seq:
-                raise Unavailable(
-                    f"replica has applied seq {self.applied_seq}, below min_seq {request.min_seq}"
-                )
             index = self.replica.index_for(row.id)
             if index is None:
                 raise NotFound(f"collection {request.collection!r} not found")
