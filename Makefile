@@ -69,8 +69,8 @@ clean:
 .PHONY: bench-embed bench-rerank bench-generation bench-router bench-retrieval bench-ingress
 bench-embed: setup  ## embedding service vs raw encode, concurrency 32 (JSON in results/)
 	$(BIN)/python -m load_tests.bench_embed --kind passages
-	$(BIN)/python -m load_tests.bench_embed --kind queries --n 1024
-	$(BIN)/python -m load_tests.bench_embed --kind queries --n 1024 --ingress direct
+	$(BIN)/python -m load_tests.bench_embed --kind queries --n 1024 --rounds 7
+	$(BIN)/python -m load_tests.bench_embed --kind queries --n 1024 --ingress proxy
 
 bench-rerank: setup  ## rerank service vs raw CrossEncoder.predict (JSON in results/)
 	$(BIN)/python -m load_tests.bench_rerank

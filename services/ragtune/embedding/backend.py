@@ -6,6 +6,7 @@ import copy
 import itertools
 import os
 import queue
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -54,11 +55,13 @@ def default_minilm_path() -> str:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model loaded from a local directory.
 
-    On CPU a call's texts are shared out among ``parallel`` threads, each with its own copy of
-    the model's Python objects (fast tokenizers are not thread-safe) over one shared set of
-    weights. For a small model this beats torch's intra-op threads, which synchronise on every
-    operator. Each thread sorts its texts by token length and runs them in the passes that
-    compute the fewest padded tokens (``plan_passes``).
+    A call's texts are sorted by token length and run in the forward passes that compute the
+    fewest padded tokens (``plan_passes``). ``embed`` shares a call's passes out among
+    ``parallel`` threads, ``embed_serial`` runs them on the calling thread (the service runs one
+    batch worker per pass that may run at once). Each thread has its own copy of the model's
+    Python objects (fast tokenizers are not thread-safe) over one shared set of weights; for a
+    small model on CPU, one torch thread each beats torch's intra-op threads, which synchronise
+    on every operator.
     """
 
     def __init__(self, config: EmbeddingModelConfig) -> None:
@@ -87,8 +90,17 @@ class SentenceTransformerEmbedder:
         self.dims = int(model.get_embedding_dimension())
         self.max_tokens = int(model.max_seq_length)
         # Fast tokenizers are not thread-safe: each call reconfigures truncation. Counting runs
-        # on the event loop while encode() runs in a worker thread, so it gets its own copy.
-        self._counter = copy.deepcopy(model.tokenizer)
+        # on the event loop while passes run in worker threads, so it gets its own copy: the
+        # Rust tokenizer itself, untruncated (a third of the transformers wrapper's cost).
+        backend = getattr(model.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            self._counter = Tokenizer.from_str(backend.to_str())
+            self._counter.no_truncation()
+            self._counter.no_padding()
+        else:  # a slow (Python) tokenizer
+            self._counter = copy.deepcopy(model.tokenizer)
         weights = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
         self._copies.put(model)
         for _ in range(self.parallel - 1):
@@ -104,52 +116,65 @@ class SentenceTransformerEmbedder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         self.warm_up()
+        if hasattr(self._counter, "encode_batch"):
+            return [len(e.ids) for e in self._counter.encode_batch(list(texts))]
         encoded = self._counter(list(texts), add_special_tokens=True, truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        size = self.config.batch_size
-        self.warm_up()
-        if self._pool is None or len(texts) <= size:
-            return self.embed_serial(texts)
-        # Dealt round-robin by length, so every thread gets an equal share of long and short
-        # texts (no thread idles at the end), and each share's passes still pad little.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        shares = [order[k :: self.parallel] for k in range(self.parallel)]
-        shares = [share for share in shares if share]
-        vectors = np.empty((len(texts), self.dims), dtype=np.float32)
-        encoded = self._pool.map(lambda share: self.embed_serial([texts[i] for i in share]), shares)
-        for share, share_vectors in zip(shares, encoded, strict=True):
-            vectors[share] = share_vectors
-        return vectors
+        """The texts' passes, planned together, run by up to ``parallel`` threads at once."""
+        return self._embed(list(texts), self.parallel)
 
     def embed_serial(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-        from sentence_transformers.util import batch_to_device
+        return self._embed(list(texts), 1)
 
-        texts = list(texts)
+    def _embed(self, texts: list[str], threads: int) -> np.ndarray:
         self.warm_up()
         vectors = np.empty((len(texts), self.dims), dtype=np.float32)
         model = self._copies.get()  # waits only if more than `parallel` threads call at once
         try:
-            # What SentenceTransformer.encode does (preprocess, forward, normalise), in passes
-            # planned on token lengths rather than fixed counts of texts.
             ids = model.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]
             order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
             lengths = [len(ids[i]) for i in order]
+            planned = plan_passes(lengths, self.config.batch_size, self.config.pass_overhead_tokens)
+            # Costliest first, each thread taking the next when it is free: none idles at the end.
+            passes = deque(sorted(([order[i] for i in range(a, b)] for a, b in planned),
+                                  key=lambda rows: -len(rows) * len(ids[rows[-1]])))  # fmt: skip
+            helpers = [] if self._pool is None else [
+                self._pool.submit(self._run_passes, None, texts, passes, vectors)
+                for _ in range(min(threads, len(passes)) - 1)
+            ]  # fmt: skip
+            self._run_passes(model, texts, passes, vectors)
+            for helper in helpers:
+                helper.result()
+        finally:
+            self._copies.put(model)
+        return vectors
+
+    def _run_passes(self, model, texts: list[str], passes: deque, vectors: np.ndarray) -> None:
+        """Run passes (lists of rows) from ``passes`` until none is left, with ``model`` or a
+        copy of its own: what SentenceTransformer.encode does for each (preprocess, forward,
+        normalise)."""
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        own = model is None
+        if own:
+            model = self._copies.get()
+        try:
             with torch.inference_mode():
-                for start, stop in plan_passes(
-                    lengths, self.config.batch_size, self.config.pass_overhead_tokens
-                ):
-                    rows = order[start:stop]
+                while True:
+                    try:
+                        rows = passes.popleft()
+                    except IndexError:
+                        return
                     features = model.preprocess([texts[i] for i in rows])
                     out = model(batch_to_device(features, model.device))["sentence_embedding"]
                     out = torch.nn.functional.normalize(out.float(), p=2, dim=1)
                     vectors[rows] = out.cpu().numpy()
         finally:
-            self._copies.put(model)
-        return vectors
+            if own:
+                self._copies.put(model)
 
 
 def plan_passes(lengths: Sequence[int], max_texts: int, overhead: float) -> list[tuple[int, int]]:

@@ -26,8 +26,8 @@ class RetrievalConfig(BaseModel):
         default=None,
         ge=1,
         description="OpenMP threads for FAISS searches; None: the CPUs the replica reserved "
-        "(Ray's OMP_NUM_THREADS: one for a fractional CPU), every core outside Ray. On a few "
-        "cores shared with Serve's proxy one thread searches faster than two (docs/retrieval.md).",
+        "(Ray's OMP_NUM_THREADS: one for a fractional CPU), every core outside Ray. Whether more "
+        "threads pay depends on what else shares the cores (docs/retrieval.md).",
     )
     max_search_batch: int = Field(
         default=64, ge=1, description="Concurrent plain searches answered by one FAISS call."
