@@ -68,13 +68,11 @@ def use_free_haproxy_ports() -> None:
 
 
 @contextmanager
-def serve_app(
-    name: str, deployment: str, args: dict[str, Any], *, ingress: str = "haproxy"
-) -> Iterator[str]:
-    """Run one ragtune application under a local Serve; yields the gRPC target: the gRPC port
-    (HAProxy or Serve's proxy), or with ``ingress="direct"`` the replica's own gRPC server."""
+def local_serve(ingress: str, applications: list[dict[str, Any]]) -> Iterator[int]:
+    """A local Ray Serve with ``applications`` and the ingress of ``--ingress`` ("direct" runs
+    HAProxy's, whose replicas have ports of their own); yields its gRPC port."""
     from ragtune.common.serving import GRPC_SERVICERS
-    from ragtune.deployment import app_entry, direct_grpc_targets, start_local, stop_local
+    from ragtune.deployment import start_local, stop_local
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -84,23 +82,39 @@ def serve_app(
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": free_port()},
         "grpc_options": {"port": port, "grpc_servicer_functions": GRPC_SERVICERS},
-        "applications": [app_entry(name, deployment, args, num_cpus=0.5)],
+        "applications": applications,
     }
     ray_tmp = tempfile.mkdtemp(prefix="rtb", dir="/tmp")
     try:
         start_local(config, temp_dir=ray_tmp, ingress="proxy" if ingress == "proxy" else "haproxy")
-        if ingress == "direct":
-            deadline = time.monotonic() + 60
-            while not (targets := direct_grpc_targets().get(name)):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no direct-ingress gRPC port for {name}")
-                time.sleep(0.5)
-            yield targets[0]
-        else:
-            yield f"localhost:{port}"
+        yield port
     finally:
         stop_local()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def direct_target(app: str, timeout_s: float = 60) -> str:
+    """The first replica of ``app``'s own gRPC server (``--ingress direct``)."""
+    from ragtune.deployment import direct_grpc_targets
+
+    deadline = time.monotonic() + timeout_s
+    while not (targets := direct_grpc_targets().get(app)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no direct-ingress gRPC port for {app}")
+        time.sleep(0.5)
+    return targets[0]
+
+
+@contextmanager
+def serve_app(
+    name: str, deployment: str, args: dict[str, Any], *, ingress: str = "haproxy"
+) -> Iterator[str]:
+    """Run one ragtune application under a local Serve; yields the gRPC target: the gRPC port
+    (HAProxy or Serve's proxy), or with ``ingress="direct"`` the replica's own gRPC server."""
+    from ragtune.deployment import app_entry
+
+    with local_serve(ingress, [app_entry(name, deployment, args, num_cpus=0.5)]) as port:
+        yield direct_target(name) if ingress == "direct" else f"localhost:{port}"
 
 
 async def drive(

@@ -24,12 +24,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import psutil
 
-from load_tests.bench_common import add_out_dir, free_port, use_free_haproxy_ports, write_result
+from load_tests.bench_common import add_out_dir, direct_target, free_port, local_serve, write_result
 
 MODES = ["plain", "haproxy", "proxy", "direct"]
 VECTOR = [0.1] * 384
@@ -106,35 +105,13 @@ def run_mode(mode: str, calls: int, concurrency: int) -> dict[str, float]:
 
     from ray import serve
 
-    from ragtune.common.serving import GRPC_SERVICERS
-    from ragtune.deployment import direct_grpc_targets, start_local, stop_local
-
-    use_free_haproxy_ports()
-    port = free_port()
-    config = {
-        "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": free_port()},
-        "grpc_options": {"port": port, "grpc_servicer_functions": GRPC_SERVICERS},
-        "applications": [],
-    }
-    ray_tmp = tempfile.mkdtemp(prefix="rti", dir="/tmp")
-    try:
-        start_local(config, temp_dir=ray_tmp, ingress="proxy" if mode == "proxy" else "haproxy")
+    with local_serve(mode, []) as port:
         app = serve.deployment(Stub, name="Stub", max_ongoing_requests=128,
                                ray_actor_options={"num_cpus": 0.5})  # fmt: skip
         serve.run(app.bind(), name="stub", route_prefix="/stub")
-        target = f"localhost:{port}"
-        if mode == "direct":
-            deadline = time.monotonic() + 60
-            while not (targets := direct_grpc_targets().get("stub")):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("no direct-ingress gRPC port for the stub")
-                time.sleep(0.5)
-            target = targets[0]
+        target = direct_target("stub") if mode == "direct" else f"localhost:{port}"
         time.sleep(2)  # HAProxy health-checks the new replica before it routes to it
         return asyncio.run(load(target, calls, concurrency))
-    finally:
-        stop_local()
 
 
 def main() -> None:

@@ -78,10 +78,13 @@ class EmbeddingConfig(BaseModel):
         "tokens (after truncation to the model's limit).",
     )
     max_wait_ms: float = Field(
-        default=5.0,
+        default=25.0,
         ge=0,
         description="Longest wait of a batch for more requests (never longer than the last "
-        "model call took; none for a lone client: common/batching.py).",
+        "model call took; none for a lone client: common/batching.py). Clients answered "
+        "together come back over ~1.3 ms each (Serve's per-call work in the replica): 5 ms cut "
+        "32 closed-loop clients into batches of 9.5, 25 ms keeps 16, 18% more texts/s on 2 "
+        "cores.",
     )
 
     telemetry: TelemetryConfig = Field(
