@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_INGRESS,
         help="what answers on the gRPC port: haproxy (default; Ray Serve's high-throughput "
         "ingress, HAProxy straight to each replica) or proxy (Serve's Python gRPC proxy, about "
-        "5x the CPU per call); docs/serving.md",
+        "4x the CPU per call); docs/serving.md",
     )
     client_opts(p)
     p.set_defaults(func=cmd_serve)

