@@ -20,9 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ragtune.resources import DEMO_CORPUS, DEMO_QUESTIONS
+
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
-DEMO_CORPUS = REPO / "deploy" / "examples" / "demo-corpus"
 
 
 def texts(kind: str, n: int) -> list[str]:
@@ -37,7 +38,7 @@ def texts(kind: str, n: int) -> list[str]:
     elif kind == "passages":
         pool = [p for f in sorted(DEMO_CORPUS.glob("*.md")) for p in f.read_text().split("\n\n")]
     else:
-        pool = (REPO / "deploy" / "examples" / "demo-questions.txt").read_text().splitlines()
+        pool = DEMO_QUESTIONS.read_text().splitlines()
     pool = [t for t in pool if t.strip()]
     return [pool[i % len(pool)] for i in range(n)]
 
@@ -71,19 +72,13 @@ def use_free_haproxy_ports() -> None:
 def local_serve(ingress: str, applications: list[dict[str, Any]]) -> Iterator[int]:
     """A local Ray Serve with ``applications`` and the ingress of ``--ingress`` ("direct" runs
     HAProxy's, whose replicas have ports of their own); yields its gRPC port."""
-    from ragtune.common.serving import GRPC_SERVICERS
-    from ragtune.deployment import start_local, stop_local
+    from ragtune.deployment import serve_config
+    from ragtune.local import start_local, stop_local, use_process_env
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    use_process_env(local_ray=True)
     use_free_haproxy_ports()
     port = free_port()
-    config = {
-        "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": free_port()},
-        "grpc_options": {"port": port, "grpc_servicer_functions": GRPC_SERVICERS},
-        "applications": applications,
-    }
+    config = serve_config(applications, grpc_port=port, http_port=free_port())
     ray_tmp = tempfile.mkdtemp(prefix="rtb", dir="/tmp")
     try:
         start_local(config, temp_dir=ray_tmp, ingress="proxy" if ingress == "proxy" else "haproxy")
@@ -95,7 +90,7 @@ def local_serve(ingress: str, applications: list[dict[str, Any]]) -> Iterator[in
 
 def direct_target(app: str, timeout_s: float = 60) -> str:
     """The first replica of ``app``'s own gRPC server (``--ingress direct``)."""
-    from ragtune.deployment import direct_grpc_targets
+    from ragtune.local import direct_grpc_targets
 
     deadline = time.monotonic() + timeout_s
     while not (targets := direct_grpc_targets().get(app)):
@@ -106,15 +101,14 @@ def direct_target(app: str, timeout_s: float = 60) -> str:
 
 
 @contextmanager
-def serve_app(
-    name: str, deployment: str, args: dict[str, Any], *, ingress: str = "haproxy"
-) -> Iterator[str]:
-    """Run one ragtune application under a local Serve; yields the gRPC target: the gRPC port
-    (HAProxy or Serve's proxy), or with ``ingress="direct"`` the replica's own gRPC server."""
+def serve_app(spec: Any, args: dict[str, Any], *, ingress: str = "haproxy") -> Iterator[str]:
+    """Run the application of one service (a ``ServiceSpec``) under a local Serve; yields the
+    gRPC target: the gRPC port (HAProxy or Serve's proxy), or with ``ingress="direct"`` the
+    replica's own gRPC server."""
     from ragtune.deployment import app_entry
 
-    with local_serve(ingress, [app_entry(name, deployment, args, num_cpus=0.5)]) as port:
-        yield direct_target(name) if ingress == "direct" else f"localhost:{port}"
+    with local_serve(ingress, [app_entry(spec, args, num_cpus=0.5)]) as port:
+        yield direct_target(spec.name) if ingress == "direct" else f"localhost:{port}"
 
 
 async def drive(

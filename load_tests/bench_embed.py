@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import time
 
@@ -29,6 +28,8 @@ from load_tests.bench_common import (
     texts,
     write_result,
 )
+from ragtune.common.services import EMBEDDING
+from ragtune.local import use_process_env
 
 
 class RawEncoder:
@@ -37,7 +38,7 @@ class RawEncoder:
     def __init__(self) -> None:
         from sentence_transformers import SentenceTransformer
 
-        from ragtune.embedding.backend import default_minilm_path
+        from ragtune.common.models import default_minilm_path
 
         self.model = SentenceTransformer(default_minilm_path(), device="cpu")
         self.model.encode(["warm-up"] * 64, batch_size=64)
@@ -55,7 +56,7 @@ async def service_run(target: str, batch: list[str], concurrency: int) -> tuple[
 
     async with grpc.aio.insecure_channel(target) as channel:
         stub = embedding_pb2_grpc.EmbeddingStub(channel)
-        metadata = [("application", "embedding")]
+        metadata = [("application", EMBEDDING.name)]
 
         def call(text: str):
             return lambda: stub.Embed(embedding_pb2.EmbedRequest(texts=[text]), metadata=metadata)
@@ -73,12 +74,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="raw/service rounds (median)")
     add_out_dir(parser)
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    use_process_env(local_ray=True)
 
     batch = texts(args.kind, args.n)
     raw_encoder = RawEncoder()
     rounds = []
-    with serve_app("embedding", "Embedding", {}, ingress=args.ingress) as target:
+    with serve_app(EMBEDDING, {}, ingress=args.ingress) as target:
         for r in range(args.rounds):
             raw = raw_encoder.throughput(batch)
             seconds, latencies = asyncio.run(service_run(target, batch, args.concurrency))

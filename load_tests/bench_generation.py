@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import time
 from pathlib import Path
 
 from load_tests.bench_common import REPO, add_out_dir, drive, percentiles, serve_app, write_result
+from ragtune.common.services import GENERATION
+from ragtune.local import use_process_env
 
-METADATA = [("application", "generation")]  # Serve's proxy routes on it
+METADATA = [("application", GENERATION.name)]  # Serve's proxy routes on it
 QUESTIONS = ["Tell me about the Lyon office", "Tell me about Kestrel", "What is the warranty?"]
 
 
@@ -132,14 +133,14 @@ def main() -> None:
     parser.add_argument("--load-rounds", type=int, default=20, help="adapter load/unload rounds")
     add_out_dir(parser)
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    use_process_env(local_ray=True)
 
     model = devmodel_dir()
     app_args = {
         "model_path": str(model / "ragtune-dev-llama"),
         "adapters_dir": str(model / "adapters"),
     }
-    with serve_app("generation", "Generation", app_args) as target:
+    with serve_app(GENERATION, app_args) as target:
         result = asyncio.run(run(target, model, args))
     single = result["single_adapter"]["tokens_per_s"]
     mixed = result["mixed_4_adapters_and_base"]["tokens_per_s"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import time
 import psutil
 
 from load_tests.bench_common import add_out_dir, direct_target, free_port, local_serve, write_result
+from ragtune.local import use_process_env
 
 MODES = ["plain", "haproxy", "proxy", "direct"]
 VECTOR = [0.1] * 384
@@ -124,8 +124,7 @@ def main() -> None:
     if args.mode:
         print(json.dumps(run_mode(args.mode, args.calls, args.concurrency)))
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    use_process_env(local_ray=True)
     result: dict = {"calls": args.calls, "concurrency": args.concurrency}
     for mode in MODES:
         child = subprocess.run(

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from load_tests.bench_common import add_out_dir, drive, percentiles, serve_app, texts, write_result
+from ragtune.common.services import RERANK
+from ragtune.local import use_process_env
 
 
 def minilm_cross_encoder(out: Path) -> str:
     from sentence_transformers import CrossEncoder
 
-    from ragtune.embedding.backend import default_minilm_path
+    from ragtune.common.models import default_minilm_path
 
     CrossEncoder(default_minilm_path(), num_labels=1).save_pretrained(str(out))
     return str(out)
@@ -46,7 +47,7 @@ async def service_run(target: str, queries: list[str], passages: list[str], conc
 
     async with grpc.aio.insecure_channel(target) as channel:
         stub = rerank_pb2_grpc.RerankStub(channel)
-        metadata = [("application", "rerank")]
+        metadata = [("application", RERANK.name)]
 
         def call(query: str):
             request = rerank_pb2.RerankRequest(query=query, passages=passages)
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     add_out_dir(parser)
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    use_process_env(local_ray=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or minilm_cross_encoder(Path(tmp) / "minilm-cross-encoder")
@@ -72,9 +73,7 @@ def main() -> None:
         pairs = [(q, p) for q in queries for p in passages]
         raw = raw_throughput(model, pairs)
         print(f"raw predict(batch_size=32): {raw:.1f} pairs/s", flush=True)
-        with serve_app(
-            "rerank", "Rerank", {"kind": "cross-encoder", "model_path": model}
-        ) as target:
+        with serve_app(RERANK, {"kind": "cross-encoder", "model_path": model}) as target:
             seconds, latencies = asyncio.run(
                 service_run(target, queries, passages, args.concurrency)
             )

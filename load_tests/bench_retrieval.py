@@ -39,6 +39,7 @@ from load_tests.bench_common import (
     serve_app,
     write_result,
 )
+from ragtune.common.services import RETRIEVAL
 
 DIMS = 384
 
@@ -104,7 +105,7 @@ async def service_run(target: str, name: str, queries: np.ndarray, concurrency: 
 
     async with grpc.aio.insecure_channel(target) as channel:
         stub = retrieval_pb2_grpc.RetrievalStub(channel)
-        metadata = [("application", "retrieval")]
+        metadata = [("application", RETRIEVAL.name)]
         results: dict[int, list[str]] = {}
 
         def call(n: int):
@@ -149,8 +150,7 @@ def main() -> None:
         print(f"loaded {args.n} vectors into {len(types)} collections", flush=True)
         index = raw_index(vectors)
         with serve_app(
-            "retrieval",
-            "Retrieval",
+            RETRIEVAL,
             {"database_url": url, "faiss_threads": cores()},
             ingress=args.ingress,
         ) as target:

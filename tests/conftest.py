@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from ragtune.resources import DEMO_CORPUS
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CORPUS = REPO / "deploy" / "examples" / "demo-corpus"
 
 
 def free_port() -> int:
@@ -33,8 +34,8 @@ def run(coro):
 @pytest.fixture(scope="session")
 def devmodel(tmp_path_factory):
     """The tiny Llama dev model and its three adapters, trained once per test session."""
-    from ragtune.generation.devdata import default_dev_corpus
-    from ragtune.generation.devmodel import build_devmodel
+    from ragtune.tuning.devdata import default_dev_corpus
+    from ragtune.tuning.devmodel import build_devmodel
 
     out = tmp_path_factory.mktemp("devmodel")
     return build_devmodel(out, default_dev_corpus(DEMO_CORPUS), seed=0, progress=False)
@@ -70,7 +71,7 @@ def cross_encoder_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from ragtune.embedding.backend import default_minilm_path
+    from ragtune.common.models import default_minilm_path
 
     out = tmp_path_factory.mktemp("cross-encoder")
     tokenizer = AutoTokenizer.from_pretrained(default_minilm_path())

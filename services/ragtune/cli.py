@@ -15,12 +15,12 @@ from pathlib import Path
 import grpc
 
 from ragtune.client import PATHS, GatewayClient
-from ragtune.deployment import DEFAULT_GRPC_PORT, DEFAULT_INGRESS, DEV_MODEL, INGRESS_MODES
+from ragtune.deployment import DEFAULT_GRPC_PORT, DEV_MODEL
 from ragtune.evaluation.commands import add_eval_commands
+from ragtune.local import DEFAULT_INGRESS, INGRESS_MODES, use_process_env
+from ragtune.resources import DEMO_CORPUS
 
 DATA_DIR = Path(os.environ.get("RAGTUNE_DATA", "data"))
-REPO_DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-DEMO_CORPUS = REPO_DEPLOY / "examples" / "demo-corpus"
 DEV_KEY_FILE = "dev-api-key"
 
 
@@ -44,8 +44,8 @@ def _client(args: argparse.Namespace) -> GatewayClient:
 
 
 def cmd_devmodel(args: argparse.Namespace) -> int:
-    from ragtune.generation.devdata import default_dev_corpus
-    from ragtune.generation.devmodel import DEV_ADAPTERS, build_devmodel
+    from ragtune.tuning.devdata import default_dev_corpus
+    from ragtune.tuning.devmodel import DEV_ADAPTERS, build_devmodel
 
     out = Path(args.out or Path(args.data_dir) / "devmodel")
     built = [out / DEV_MODEL / "config.json"]
@@ -61,7 +61,7 @@ def cmd_devmodel(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ragtune.generation.training import tune
+    from ragtune.tuning.training import tune
 
     base = Path(args.base)
     out = Path(args.out) if args.out else base.parent / "adapters" / args.name
@@ -125,11 +125,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ragtune.deployment import load_config, local_config, start_local, stop_local
+    from ragtune.deployment import load_config, local_config
+    from ragtune.local import start_local, stop_local
 
-    # A local single-user Ray: no token auth, no usage reporting (the machine may be offline).
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    use_process_env(local_ray=True)
     data_dir = Path(args.data_dir)
     config = (
         load_config(Path(args.config))
@@ -148,7 +147,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"starting Ray Serve ({len(config['applications'])} applications)...", flush=True)
     start = time.monotonic()
     try:
-        start_local(config, metrics_port=args.metrics_port, ingress=args.ingress)
+        start_local(
+            config,
+            metrics_port=args.metrics_port,
+            ingress=args.ingress,
+            driver_logs=args.ray_logs,
+        )
         print(
             f"serving gRPC on localhost:{port} ({args.ingress} ingress) after "
             f"{time.monotonic() - start:.0f}s (send metadata 'application: gateway'); "
@@ -442,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="ingest the demo corpus and print routed answers"
     )
     p.add_argument(
+        "--ray-logs", action="store_true", help="print every replica's log here too (debugging)"
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=8080,
@@ -452,8 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(INGRESS_MODES),
         default=DEFAULT_INGRESS,
         help="what answers on the gRPC port: haproxy (default; Ray Serve's high-throughput "
-        "ingress, HAProxy straight to each replica) or proxy (Serve's Python gRPC proxy, about "
-        "4x the CPU per call); docs/serving.md",
+        "ingress, HAProxy straight to each replica) or proxy (Serve's Python gRPC proxy, "
+        "several times the CPU per call); measured: docs/serving.md",
     )
     client_opts(p)
     p.set_defaults(func=cmd_serve)
@@ -566,7 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
         "dashboards",
         help="write the Grafana dashboards (code in ragtune/observability/dashboards.py) as JSON",
     )
-    p.add_argument("--out", default=str(REPO_DEPLOY / "grafana"), help="default: deploy/grafana")
+    p.add_argument(
+        "--out", default="deploy/grafana", help="folder to write (default: deploy/grafana)"
+    )
     p.add_argument("--check", action="store_true", help="only check that the files are current")
     p.set_defaults(func=cmd_dashboards)
 
@@ -591,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_process_env()  # the models this command loads are local files
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "adapters" and args.action != "list" and not args.name:

@@ -14,7 +14,7 @@ if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
     pytest.skip("needs a GPU visible to faiss (faiss-gpu)", allow_module_level=True)
 
 from load_tests.bench_retrieval import clustered  # noqa: E402
-from ragtune.retrieval.index import CollectionIndex  # noqa: E402
+from ragtune.retrieval.backend import CollectionIndex  # noqa: E402
 from ragtune.retrieval.store import ChunkRow  # noqa: E402
 
 pytestmark = pytest.mark.gpu

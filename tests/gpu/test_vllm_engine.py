@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from ragtune.common.errors import NotFound
-from ragtune.generation.devdata import (
+from ragtune.generation.backend import Chunk, Sampling
+from ragtune.tuning.devdata import (
     corpus_sentences,
     default_dev_corpus,
     dev_messages,
     dev_question,
 )
-from ragtune.generation.devmodel import DEV_BASE_NAME, DevModel
-from ragtune.generation.engine import Chunk, Sampling
+from ragtune.tuning.devmodel import DEV_BASE_NAME, DevModel
 from tests.conftest import DEMO_CORPUS, run
 
 if not torch.cuda.is_available():
@@ -42,14 +42,12 @@ def questions() -> list[str]:
 @pytest.fixture(scope="module")
 def engine(devmodel: DevModel):
     """vLLM over the dev model (built once per session by tests/conftest.py's `devmodel`)."""
-    from ragtune.generation.engines.vllm_engine import VLLMEngine
+    from ragtune.generation.backends.vllm_engine import VLLMEngine
 
     eng = VLLMEngine(
         str(devmodel.base_dir),
         model_name=DEV_BASE_NAME,
-        max_model_len=512,
-        gpu_memory_utilization=0.3,
-        enforce_eager=True,
+        engine_kwargs={"max_model_len": 512, "gpu_memory_utilization": 0.3, "enforce_eager": True},
     )
     eng.warm_up()
     yield eng

@@ -12,7 +12,9 @@ import pytest
 from ragtune import documents
 from ragtune.client import GatewayClient
 from ragtune.common.auth import create_key
-from ragtune.deployment import app_entry, local_config, start_local, stop_local
+from ragtune.common.services import RETRIEVAL
+from ragtune.deployment import app_entry, local_config
+from ragtune.local import start_local, stop_local
 from tests.conftest import DEMO_CORPUS, free_port
 from tests.integration.otlp import Receiver
 
@@ -58,8 +60,8 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory, otlp_receiver):
     )
     # A second retrieval application with two replicas over a database of its own, for the
     # freshness test (read-your-writes from either replica).
-    fresh = app_entry("retrieval", "Retrieval", {"database_url": f"sqlite:///{data / 'fresh.db'}",
-                                                 "tail_interval_s": 0.2}, 0.1)  # fmt: skip
+    fresh = app_entry(RETRIEVAL, {"database_url": f"sqlite:///{data / 'fresh.db'}",
+                                  "tail_interval_s": 0.2}, num_cpus=0.1)  # fmt: skip
     fresh.update(name="freshness", route_prefix="/freshness")
     fresh["deployments"][0]["num_replicas"] = 2
     config["applications"].append(fresh)

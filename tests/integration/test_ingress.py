@@ -16,8 +16,8 @@ import psutil
 import pytest
 import yaml
 
-from ragtune.common.serving import GRPC_SERVICERS
-from ragtune.deployment import app_entry
+from ragtune.common.services import EMBEDDING
+from ragtune.deployment import app_entry, serve_config
 from ragtune.v1 import embedding_pb2, embedding_pb2_grpc
 from tests.conftest import free_port
 
@@ -40,12 +40,9 @@ def wait_for_line(process: subprocess.Popen, start: str, timeout_s: float = 240)
 
 def test_the_python_proxy_ingress_serves_rpcs_and_maps_errors(tmp_path):
     port = free_port()
-    config = {
-        "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": free_port()},
-        "grpc_options": {"port": port, "grpc_servicer_functions": GRPC_SERVICERS},
-        "applications": [app_entry("embedding", "Embedding", {}, num_cpus=0.25)],
-    }
+    config = serve_config(
+        [app_entry(EMBEDDING, {}, num_cpus=0.25)], grpc_port=port, http_port=free_port()
+    )
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
     ray_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
     process = subprocess.Popen(

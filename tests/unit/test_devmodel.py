@@ -14,18 +14,18 @@ import pytest
 import torch
 
 from ragtune.generation.adapters import read_adapter_metadata, write_adapter_metadata
-from ragtune.generation.devdata import (
+from ragtune.tuning.devdata import (
     corpus_sentences,
     default_dev_corpus,
     dev_messages,
     dev_question,
 )
-from ragtune.generation.devmodel import (
+from ragtune.tuning.devmodel import (
     DEV_BASE_NAME,
     DevModel,
     build_devmodel,
 )
-from ragtune.generation.training import (
+from ragtune.tuning.training import (
     IGNORE_INDEX,
     encode_chat,
     train_lora,

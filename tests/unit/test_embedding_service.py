@@ -189,3 +189,27 @@ def test_stats_report_batches_per_model(service):
     after = service.stats()["all-MiniLM-L6-v2"]
     assert after["requests"] == before["requests"] + 1
     assert after["busy_seconds"] > before["busy_seconds"]
+
+
+def test_a_backend_used_from_several_threads_at_once_loads_once():
+    from ragtune.common.lazy import LazyModel
+
+    class Slow(LazyModel):
+        loads = 0
+
+        def _load(self):
+            Slow.loads += 1
+            if Slow.loads == 1:
+                raise OSError("weights not there yet")  # a failed load is tried again
+            time.sleep(0.05)  # long enough for the other threads to arrive
+            return object()
+
+    backend = Slow()
+    with pytest.raises(OSError):
+        backend.warm_up()
+    threads = [threading.Thread(target=backend.warm_up) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Slow.loads == 2 and backend.model is backend.model

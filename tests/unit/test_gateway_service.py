@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ragtune.common.auth import create_key
-from ragtune.common.clients import LocalClient
+from ragtune.common.clients import LocalTransport
 from ragtune.common.context import CallContext
+from ragtune.common.cost import Pricing, WorkerPrice
 from ragtune.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -14,6 +15,7 @@ from ragtune.common.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from ragtune.common.services import EMBEDDING, GENERATION, RETRIEVAL
 from ragtune.embedding.config import EmbeddingConfig
 from ragtune.embedding.service import EmbeddingService
 from ragtune.gateway.config import GatewayConfig
@@ -24,16 +26,16 @@ from ragtune.v1 import common_pb2, gateway_pb2, generation_pb2
 from tests.conftest import run
 
 
-class Recording(LocalClient):
-    """A LocalClient that remembers which methods were called."""
+class Recording(LocalTransport):
+    """A LocalTransport that remembers which RPCs were called."""
 
     def __init__(self, service):
         super().__init__(service)
         self.calls: list[str] = []
 
-    async def call(self, method, request):
-        self.calls.append(method)
-        return await super().call(method, request)
+    async def unary(self, rpc, request, response_type, *, model_id=""):
+        self.calls.append(rpc)
+        return await super().unary(rpc, request, response_type, model_id=model_id)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +59,17 @@ def gateway(tmp_path, embedding, generation):
         RetrievalService(RetrievalConfig(database_url=f"sqlite:///{tmp_path}/g.db"))
     )
     gw = GatewayService(
-        GatewayConfig(keys_file=str(keys), top_k=3, database_url=f"sqlite:///{tmp_path}/ledger.db"),
-        embedding=LocalClient(embedding),
-        retrieval=retrieval,
-        generation=LocalClient(generation),
+        GatewayConfig(
+            keys_file=str(keys),
+            top_k=3,
+            database_url=f"sqlite:///{tmp_path}/ledger.db",
+            # Costs are whole micro-USD: at a CPU's real rate a fast stage rounds to 0, so the
+            # tests price the CPU like a large GPU and every stage's cost shows.
+            pricing=Pricing(workers={"cpu": WorkerPrice(kind="cpu", usd_per_hour=40.0)}),
+        ),
+        embedding=EMBEDDING.connect(LocalTransport(embedding)),
+        retrieval=RETRIEVAL.connect(retrieval),
+        generation=GENERATION.connect(LocalTransport(generation)),
     )
     gw.warm_up()
     gw.acme = CallContext({"authorization": f"Bearer {key_acme}"})
@@ -164,7 +173,7 @@ def test_ingest_is_idempotent_by_document_id(gateway):
 def test_long_documents_are_chunked_within_the_token_budget(gateway):
     from tokenizers import Tokenizer
 
-    from ragtune.embedding.backend import default_minilm_path
+    from ragtune.common.models import default_minilm_path
 
     text = "\n\n".join(f"## Part {i}\n\n" + f"Robot {i} moves boxes. " * 60 for i in range(4))
     chunks = gateway.chunker.split(text)

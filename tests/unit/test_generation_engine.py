@@ -1,17 +1,20 @@
 """Continuous batching, mixed adapters, hot swap, cancellation and the adapter registry, on the
-transformers engine and the dev model (no Ray). Outputs are checked, not assumed."""
+transformers engine and the dev model (no Ray). Outputs are checked, not assumed. Also the
+pieces both engines share (backends/shared.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import shutil
+import threading
 import time
 
 import pytest
 import yaml
 
-from ragtune.common.errors import InvalidArgument, NotFound
+from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
+from ragtune.generation.backends.shared import Outbox, adapter_load_failed, translated
 from ragtune.v1 import common_pb2
 from ragtune.v1 import generation_pb2 as pb
 from tests.conftest import make_generation_service, run
@@ -198,6 +201,18 @@ def test_bad_adapters_are_refused_with_invalid_argument_while_serving(service, d
         run(service.Generate(request(QUESTIONS[0], "corrupt")))
 
 
+def test_an_adapter_the_engine_cannot_load_is_invalid_and_never_served(service, devmodel, tmp_path):
+    misfit = _copy(devmodel, tmp_path, "misfit")  # weights of rank 8 under a rank-16 config
+    config = json.loads((misfit / "adapter_config.json").read_text())
+    (misfit / "adapter_config.json").write_text(json.dumps({**config, "r": 16}))
+    for _ in range(2):  # the second load must not find half of the first one left behind
+        with pytest.raises(InvalidArgument, match="could not load adapter 'misfit'") as err:
+            run(service.engine.load_adapter("misfit", str(misfit)))
+        assert err.value.__cause__ is not None  # PEFT's own error, chained for the server log
+    assert "misfit" not in service.engine.loaded_adapters()
+    assert STYLE["pirate"](run(service.Generate(request(QUESTIONS[0], "pirate"))).text)
+
+
 def test_resident_adapters_are_kept_under_an_lru_capacity(devmodel):
     svc = make_generation_service(devmodel, max_resident_adapters=2, preload_adapters=[])
     for adapter in ("json-answer", "pirate", "tldr"):
@@ -257,3 +272,43 @@ def make_registry(devmodel):
     from ragtune.generation.adapters import AdapterRegistry
 
     return AdapterRegistry(None, base_model=devmodel.base_dir.name, max_rank=64)
+
+
+def test_outbox_carries_output_from_another_thread_until_closed_or_failed():
+    async def main():
+        done, failed = Outbox(), Outbox()
+
+        def produce():
+            for item in (1, 2, 3):
+                done.put(item)
+            done.close()
+            failed.put("a")
+            failed.fail(NotFound("gone"))
+
+        threading.Thread(target=produce).start()
+        got = [item async for item in done]
+        seen = []
+        with pytest.raises(NotFound, match="gone"):
+            async for item in failed:
+                seen.append(item)
+        return got, seen, done
+
+    got, seen, done = run(main())
+    assert got == [1, 2, 3] and seen == ["a"]
+    assert done.put(4) is False  # the caller's loop is closed: nobody is listening
+
+
+def test_translated_maps_runtime_errors_and_lets_the_service_errors_through():
+    def dead_engine(exc: Exception) -> Exception | None:
+        return Unavailable("engine dead") if isinstance(exc, ConnectionError) else None
+
+    with pytest.raises(Unavailable) as err, translated(dead_engine):
+        raise ConnectionError("socket closed")
+    assert isinstance(err.value.__cause__, ConnectionError)
+    with pytest.raises(KeyError), translated(dead_engine):  # not the runtime's: unchanged
+        raise KeyError("k")
+    with pytest.raises(NotFound), translated(adapter_load_failed("a", "/x")):
+        raise NotFound("already the service's")
+    refused = "could not load adapter 'a' from /x: bad"
+    with pytest.raises(InvalidArgument, match=refused), translated(adapter_load_failed("a", "/x")):
+        raise ValueError("bad")

@@ -91,6 +91,11 @@ def test_bad_input():
         run(svc.Rerank(pb.RerankRequest(query="q", passages=["a"], model="other")))
 
 
+def test_too_many_passages_are_refused_with_the_count_and_the_limit():
+    with pytest.raises(InvalidArgument, match="has 3 texts; the limit per call is 2"):
+        run(service(max_passages=2).Rerank(pb.RerankRequest(query="q", passages=["a", "b", "c"])))
+
+
 def test_cross_encoder_backend_scores_reports_truncation_and_normalises(cross_encoder_dir):
     svc = RerankService(
         RerankConfig(kind="cross-encoder", model_path=str(cross_encoder_dir), max_length=16)

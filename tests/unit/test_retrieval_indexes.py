@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ragtune.common.errors import AlreadyExists, InvalidArgument
+from ragtune.retrieval.backend import AnnSettings, CollectionIndex
 from ragtune.retrieval.config import RetrievalConfig
-from ragtune.retrieval.index import AnnSettings, CollectionIndex
 from ragtune.retrieval.service import RetrievalService
 from ragtune.retrieval.store import ChunkRow
 from ragtune.v1 import retrieval_pb2 as pb

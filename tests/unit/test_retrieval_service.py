@@ -203,7 +203,9 @@ def test_a_failed_batch_writes_nothing(service):
 
 
 def test_oversize_batches_are_refused_whole(url):
-    svc = RetrievalService(RetrievalConfig(database_url=url, max_upsert_chunks=2))
+    svc = RetrievalService(
+        RetrievalConfig(database_url=url, max_upsert_chunks=2, max_delete_documents=2)
+    )
     run(svc.CreateCollection(pb.CreateCollectionRequest(
         tenant="acme", name="docs", dims=DIMS, embedding_model="m")))  # fmt: skip
     with pytest.raises(InvalidArgument, match="limit per call is 2") as err:
@@ -211,6 +213,9 @@ def test_oversize_batches_are_refused_whole(url):
             tenant="acme", collection="docs", chunks=[chunk(f"d{i}", 0, i) for i in range(3)])))  # fmt: skip
     assert err.value.field == "chunks"
     assert svc.store.counts(svc.store.get_collection("acme", "docs").id) == (0, 0)
+    with pytest.raises(InvalidArgument, match="has 3 documents; the limit per call is 2") as err:
+        run(svc.Delete(pb.DeleteRequest(tenant="acme", collection="docs", doc_ids=["a", "b", "c"])))
+    assert err.value.field == "doc_ids"
 
 
 def test_faiss_uses_the_threads_the_replica_reserved(url, monkeypatch):

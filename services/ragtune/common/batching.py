@@ -12,10 +12,11 @@ could start (the first request's arrival, or the end of the worker's previous ba
 never longer than its previous model call took (waiting longer cannot pay off: two batches
 would be done sooner). A lone client never waits: it is the only request in flight.
 
-Closing at the in-flight share is what keeps closed-loop clients together. When a batch of 25
+Closing at the in-flight share is what keeps closed-loop clients together. When a batch
 comes back, its clients send their next requests over the following milliseconds; a batcher
-that starts at once with the 7 already queued splits them into two cohorts that alternate for
-good, and a FAISS scan of 7 queries costs nearly what one of 32 does.
+that starts at once with the few already queued splits them into two cohorts that alternate for
+good, and a FAISS scan of a few queries costs nearly what one of the whole cohort does
+(measured: docs/retrieval.md, "Search").
 
 A request is split when it does not fit: the items beyond a batch's token budget go to the
 next batch, and while other workers wait for work a many-item request is shared out among

@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ragtune.common.context import CallContext
 from ragtune.common.errors import to_status
+from ragtune.common.services import SERVICES, ServiceSpec
 from ragtune.common.telemetry import TelemetryConfig, parent_context, setup_tracing, tracer
 
 log = logging.getLogger(__name__)
@@ -32,18 +33,6 @@ GAUGE_INTERVAL_S = 1.0  # at most Ray's metrics report interval (RAY_metrics_rep
 
 # Seconds; they include the SLO thresholds of docs/observability.md (0.5, 2.5, 5 and 10 s).
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
-
-GRPC_SERVICERS = [
-    f"ragtune.v1.{name}_pb2_grpc.add_{service}Servicer_to_server"
-    for name, service in [
-        ("gateway", "Gateway"),
-        ("embedding", "Embedding"),
-        ("retrieval", "Retrieval"),
-        ("rerank", "Rerank"),
-        ("generation", "Generation"),
-    ]
-]
-"""Servicer functions for Serve's gRPC proxy (``grpc_options.grpc_servicer_functions``)."""
 
 
 @contextmanager
@@ -87,6 +76,19 @@ class RpcTelemetry:
             attributes={"rpc.system": "grpc", "rpc.service": self.package, "rpc.method": rpc},
         )
 
+    @contextmanager
+    def observe(self, rpc: str, headers: Mapping[str, str] | None) -> Iterator[trace.Span]:
+        """The RPC's server span, ended with its status and counted when the block exits (a
+        stream's consumer going away arrives here as GeneratorExit: CANCELLED)."""
+        span, started, error = self.start(rpc, headers), time.perf_counter(), None
+        try:
+            yield span
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.finish(rpc, span, started, error)
+
     def finish(self, rpc: str, span: trace.Span, started: float, exc: BaseException | None):
         code = grpc.StatusCode.OK
         if isinstance(exc, GeneratorExit | StopAsyncIteration):
@@ -121,21 +123,22 @@ def continue_trace(grpc_context: Any, trace_headers: Mapping[str, str] | None) -
             otel_context.detach(token)
 
 
+def _invoke(service: Any, name: str, request: Any, grpc_context: Any, takes_context: bool) -> Any:
+    method = getattr(service, name)
+    if takes_context:
+        return method(request, CallContext.from_grpc(grpc_context))
+    return method(request)
+
+
 def _unary(name: str, takes_context: bool) -> Callable[..., Any]:
     async def rpc(self: Any, request: Any, grpc_context: Any = None, *, _trace: Any = None) -> Any:
-        method = getattr(self.service, name)
-        span, error = self.telemetry.start(name, _headers(grpc_context, _trace)), None
-        started = time.perf_counter()
-        try:
-            with report_errors(grpc_context), trace.use_span(span, end_on_exit=False):
-                if takes_context:
-                    return await method(request, CallContext.from_grpc(grpc_context))
-                return await method(request)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self.telemetry.finish(name, span, started, error)
+        headers = _headers(grpc_context, _trace)
+        with (
+            self.telemetry.observe(name, headers) as span,
+            report_errors(grpc_context),
+            trace.use_span(span, end_on_exit=False),
+        ):
+            return await _invoke(self.service, name, request, grpc_context, takes_context)
 
     rpc.__name__ = name
     return rpc
@@ -145,30 +148,18 @@ def _streaming(name: str, takes_context: bool) -> Callable[..., AsyncIterator[An
     async def rpc(
         self: Any, request: Any, grpc_context: Any = None, *, _trace: Any = None
     ) -> AsyncIterator[Any]:
-        method = getattr(self.service, name)
-        span, error = self.telemetry.start(name, _headers(grpc_context, _trace)), None
-        started = time.perf_counter()
-        try:
-            with report_errors(grpc_context):
-                stream = (
-                    method(request, CallContext.from_grpc(grpc_context))
-                    if takes_context
-                    else method(request)
-                ).__aiter__()
-                while True:
-                    # The span is current only while the service's code runs: a context
-                    # attached across a yield would leak into the consumer's.
-                    with trace.use_span(span, end_on_exit=False):
-                        try:
-                            message = await stream.__anext__()
-                        except StopAsyncIteration:
-                            break
-                    yield message
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self.telemetry.finish(name, span, started, error)
+        headers = _headers(grpc_context, _trace)
+        with self.telemetry.observe(name, headers) as span, report_errors(grpc_context):
+            stream = _invoke(self.service, name, request, grpc_context, takes_context).__aiter__()
+            while True:
+                # The span is current only while the service's code runs: a context attached
+                # across a yield would leak into the consumer's.
+                with trace.use_span(span, end_on_exit=False):
+                    try:
+                        message = await stream.__anext__()
+                    except StopAsyncIteration:
+                        break
+                yield message
 
     rpc.__name__ = name
     return rpc
@@ -248,21 +239,30 @@ def ingress_class(
     return type(f"{service_cls.__name__}Deployment", (), namespace)
 
 
+def grpc_servicer_functions(services: Iterable[ServiceSpec[Any]] = SERVICES) -> list[str]:
+    """Servicer functions for Serve's gRPC proxy (``grpc_options.grpc_servicer_functions``)."""
+    return [spec.servicer_function for spec in services]
+
+
 def build_application(
     args: dict[str, Any] | None,
-    *,
-    config_cls: type,
+    spec: ServiceSpec[Any],
     service_cls: type,
-    descriptor: ServiceDescriptor,
-    deployment_name: str,
+    *,
     factory: Callable[..., Any] | None = None,
-    extra_methods: Iterable[str] = (),
+    customize: Callable[[type, Any], type] | None = None,
 ) -> Any:
     """The body of every ``ragtune.<service>.app:build``: validate ``args`` with the service's
     pydantic config, then bind the ingress class. Replicas, CPUs and autoscaling come from the
-    ``deployments:`` section of the Serve config, which Serve applies on top of this."""
+    ``deployments:`` section of the Serve config, which Serve applies on top of this.
+
+    ``factory(config)`` makes the service (default: ``service_cls(config)``); ``customize(cls,
+    config)`` returns a subclass of the ingress class (generation adds Serve's multiplexing).
+    """
     from ray import serve
 
-    config = config_cls.model_validate(args or {})
-    cls = ingress_class(factory or service_cls, service_cls, descriptor, extra_methods)
-    return serve.deployment(cls, name=deployment_name).bind(config)
+    config = spec.config_class().model_validate(args or {})
+    cls = ingress_class(factory or service_cls, service_cls, spec.descriptor, spec.handle_methods)
+    if customize is not None:
+        cls = customize(cls, config)
+    return serve.deployment(cls, name=spec.deployment).bind(config)

@@ -49,9 +49,9 @@ def set_faiss_blas_threshold(threads: int, per_thread: int = 800) -> int:
 
     FAISS 1.15 moved the switch to ``nq * dims >= 128000``, tuned for many-core servers; with
     few threads its per-query scan is far slower than one BLAS call for even a handful of
-    queries (200k x 384 dims, 2 threads: 32 queries 347 ms scanned, 89 ms with BLAS). 800 per
-    thread is the crossover FAISS's own analysis found (facebookresearch/faiss#5109) and what we
-    measured at 384 dims. The setting is process-wide; returns it.
+    queries. 800 per thread is the crossover FAISS's own analysis found
+    (facebookresearch/faiss#5109) and ours at 384 dims (measured: docs/retrieval.md, "FAISS on
+    few cores"). The setting is process-wide; returns it.
     """
     import faiss
 

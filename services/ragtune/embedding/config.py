@@ -21,7 +21,7 @@ class EmbeddingModelConfig(BaseModel):
     device: str = Field(default="cpu", description="torch device: cpu, cuda, cuda:1, ...")
     dtype: str = Field(
         default="float32",
-        description="float32, or float16/bfloat16 on a GPU (halves memory, ~2x throughput).",
+        description="float32, or float16/bfloat16 on a GPU (halves memory, faster passes).",
     )
     batch_size: int = Field(
         default=32,
@@ -35,9 +35,10 @@ class EmbeddingModelConfig(BaseModel):
         default=28.0,
         ge=0,
         description="What one forward pass costs beyond its tokens, in tokens: more passes pad "
-        "less but pay this more often. On CPU MiniLM a pass costs ~9 ms plus ~0.32 ms per "
-        "token (the weights are read from memory once per pass): 28. On a GPU, where a pass's "
-        "launch overhead dwarfs a token, use thousands.",
+        "less but pay this more often. 28 is a CPU MiniLM pass's fixed cost over its cost per "
+        "token (the weights are read from memory once per pass; measured: README.md, "
+        "'Embedding and reranking'). On a GPU, where a pass's launch overhead dwarfs a token, "
+        "use thousands.",
     )
     parallel_passes: int | None = Field(
         default=None,
@@ -82,9 +83,9 @@ class EmbeddingConfig(BaseModel):
         ge=0,
         description="Longest wait of a batch for more requests (never longer than the last "
         "model call took; none for a lone client: common/batching.py). Clients answered "
-        "together come back over ~1.3 ms each (Serve's per-call work in the replica): 5 ms cut "
-        "32 closed-loop clients into batches of 9.5, 25 ms keeps 16, 18% more texts/s on 2 "
-        "cores.",
+        "together come back one by one (Serve's per-call work in the replica), so a shorter "
+        "wait splits closed-loop clients into smaller batches (measured: README.md, "
+        "'Embedding and reranking', `make bench-embed`).",
     )
 
     telemetry: TelemetryConfig = Field(

@@ -1,4 +1,4 @@
-"""The Embedding RPCs as a plain class (no Ray)."""
+"""The Embedding RPCs as a plain class (no Serve decorator: ``app.py`` wraps it)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 import numpy as np
-from ray.serve import metrics
 
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import NotFound
+from ragtune.common.metrics import BATCH_BUCKETS, counter, gauge, histogram
 from ragtune.common.telemetry import annotate
 from ragtune.common.threads import set_torch_threads, threads_per_pass
 from ragtune.common.validation import check_texts
@@ -47,26 +47,24 @@ class EmbeddingService:
         self.config = config
         self._models = {m.name: _Model(m, embedder_factory(m), config) for m in config.models}
         tags = ("model",)
-        self._truncated_inputs = metrics.Counter(
+        self._truncated_inputs = counter(
             "ragtune_embedding_truncated_inputs_total",
-            description="Texts longer than the model's token limit, embedded truncated.",
-            tag_keys=tags,
+            "Texts longer than the model's token limit, embedded truncated.",
+            tags,
         )
-        self._truncated_tokens = metrics.Counter(
+        self._truncated_tokens = counter(
             "ragtune_embedding_truncated_tokens_total",
-            description="Tokens cut from texts longer than the model's limit.",
-            tag_keys=tags,
+            "Tokens cut from texts longer than the model's limit.",
+            tags,
         )
-        self._batch_requests = metrics.Histogram(
+        self._batch_requests = histogram(
             "ragtune_embedding_batch_requests",
-            description="Requests served by one model call (dynamic batching).",
-            boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
-            tag_keys=tags,
+            "Requests served by one model call (dynamic batching).",
+            tags,
+            buckets=BATCH_BUCKETS,
         )
-        self._queue_depth = metrics.Gauge(
-            "ragtune_embedding_queue_depth",
-            description="Requests waiting for a batch.",
-            tag_keys=tags,
+        self._queue_depth = gauge(
+            "ragtune_embedding_queue_depth", "Requests waiting for a batch.", tags
         )
         for name, model in self._models.items():
             model.batcher.on_batch = lambda requests, _items, _wait, n=name: (
@@ -100,9 +98,8 @@ class EmbeddingService:
 
     async def Embed(self, request: pb.EmbedRequest) -> pb.EmbedResponse:
         model = self._resolve(request.model)
-        texts = list(request.texts)
-        check_texts(
-            texts,
+        texts = check_texts(
+            request.texts,
             "texts",
             max_count=self.config.max_batch_texts,
             max_chars=self.config.max_text_chars,

@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
-DEFAULT_BEIR = REPO.parent / "shared" / "datasets" / "scifact"
-ROUTING_DIR = REPO / "deploy" / "examples" / "routing"
+from ragtune.resources import ROUTING_DIR
+
+# Relative to the working folder: a checkout has the shared datasets beside it.
+DEFAULT_BEIR = Path("..") / "shared" / "datasets" / "scifact"
 
 
 def _write(result: dict, out: Path) -> None:

@@ -4,7 +4,7 @@ Sources, kept apart by split so nothing of the test split is seen while calibrat
 
 - SciFact claims with relevance judgements (answerable from the corpus): claims of the SciFact
   **train** qrels go to our train split, claims of its **test** qrels to our test split.
-- Questions no biomedical abstract answers (``deploy/examples/routing/off-corpus-questions.txt``, 140
+- Questions no biomedical abstract answers (``ragtune/examples/routing/off-corpus-questions.txt``, 140
   hand-written questions over 14 everyday domains), shuffled and split in half.
 
 Labels follow the decision framework, for the demo adapters (json-answer, pirate, tldr):

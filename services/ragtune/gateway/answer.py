@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ragtune.common.auth import Principal
-from ragtune.common.clients import ServiceClient
 from ragtune.common.cost import StageUse, price
 from ragtune.common.errors import NotFound, outcome, unwrap
 from ragtune.common.telemetry import annotate, tracer
@@ -32,6 +31,7 @@ from ragtune.v1 import (
     rerank_pb2,
     retrieval_pb2,
 )
+from ragtune.v1.clients import EmbeddingClient, GenerationClient, RerankClient, RetrievalClient
 
 
 class Timings:
@@ -87,14 +87,14 @@ class FirstStage:
 class AdapterCatalog:
     """The generation service's adapter listing, reused for ``ttl_s``."""
 
-    def __init__(self, generation: ServiceClient, ttl_s: float) -> None:
+    def __init__(self, generation: GenerationClient, ttl_s: float) -> None:
         self.generation, self.ttl_s = generation, ttl_s
         self._cards: dict[str, AdapterCard] = {}
         self._fetched = -float("inf")
 
     async def cards(self) -> dict[str, AdapterCard]:
         if time.monotonic() - self._fetched > self.ttl_s:
-            reply = await self.generation.call("ListAdapters", generation_pb2.ListAdaptersRequest())
+            reply = await self.generation.list_adapters(generation_pb2.ListAdaptersRequest())
             self._cards = {
                 a.name: AdapterCard(a.name, tuple(a.tasks), a.output_format, a.tone)
                 for a in reply.adapters
@@ -110,10 +110,10 @@ class AnswerPipeline:
         policy: RoutingPolicy,
         ledger: Ledger,
         *,
-        embedding: ServiceClient,
-        retrieval: ServiceClient,
-        generation: ServiceClient,
-        rerank: ServiceClient | None,
+        embedding: EmbeddingClient,
+        retrieval: RetrievalClient,
+        generation: GenerationClient,
+        rerank: RerankClient | None,
     ) -> None:
         self.config, self.policy, self.ledger = config, policy, ledger
         self.embedding, self.retrieval, self.generation = embedding, retrieval, generation
@@ -134,8 +134,7 @@ class AnswerPipeline:
     ) -> FirstStage:
         started = time.perf_counter()
         with timings.stage("embed"):
-            query = await self.embedding.call(
-                "Embed",
+            query = await self.embedding.embed(
                 embedding_pb2.EmbedRequest(
                     texts=[request.question], input_type=embedding_pb2.INPUT_TYPE_QUERY
                 ),
@@ -151,7 +150,7 @@ class AnswerPipeline:
         )
         with timings.stage("retrieve"):
             try:
-                found = await self.retrieval.call("Search", search)
+                found = await self.retrieval.search(search)
             except Exception as exc:
                 if not isinstance(unwrap(exc), NotFound):
                     raise
@@ -172,8 +171,7 @@ class AnswerPipeline:
         if self.rerank is not None and hits:
             hits = hits[: max(top_k, self.config.rerank_candidates)]
             with timings.stage("rerank"):
-                ranked = await self.rerank.call(
-                    "Rerank",
+                ranked = await self.rerank.rerank(
                     rerank_pb2.RerankRequest(
                         query=question, passages=[c.text for c, _ in hits], top_n=top_k
                     ),
@@ -230,7 +228,7 @@ class AnswerPipeline:
                 request, principal.tenant, collection, depth, timings, work
             )
         with timings.stage("route"), tracer().start_as_current_span("route decision"):
-            route = self.policy.decide(route_request, first and first.evidence(probe_k))
+            route = self.policy.decide(route_request, first.evidence(probe_k) if first else None)
             decision = {
                 "ragtune.route.path": route.path_name,
                 "ragtune.route.reason": ",".join(route.reasons),
@@ -303,9 +301,7 @@ class AnswerPipeline:
         )
         finish = ""
         with timings.stage("generate"):
-            async for piece in self.generation.stream(
-                "GenerateStream", generate, model_id=route.adapter
-            ):
+            async for piece in self.generation.generate_stream(generate, model_id=route.adapter):
                 if piece.delta:
                     yield gateway_pb2.AnswerEvent(delta=piece.delta)
                 if piece.finish_reason:

@@ -7,6 +7,7 @@ size with a Hugging Face tokenizer, and is a small, maintained Rust library with
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ragtune.gateway.config import ChunkingConfig
 
@@ -14,7 +15,7 @@ from ragtune.gateway.config import ChunkingConfig
 class Chunker:
     def __init__(self, config: ChunkingConfig) -> None:
         self.config = config
-        self._splitter = None
+        self._splitter: Any = None  # a MarkdownSplitter once warmed up
 
     def warm_up(self) -> None:
         if self._splitter is not None:
@@ -25,7 +26,7 @@ class Chunker:
         if self.config.tokenizer_path:
             path = Path(self.config.tokenizer_path)
         else:
-            from ragtune.embedding.backend import default_minilm_path
+            from ragtune.common.models import default_minilm_path
 
             path = Path(default_minilm_path())
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))

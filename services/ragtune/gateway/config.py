@@ -10,15 +10,6 @@ from ragtune.common.cost import Pricing
 from ragtune.common.telemetry import TelemetryConfig
 
 
-class ServiceNames(BaseModel):
-    """Serve application names of the services the gateway calls."""
-
-    embedding: str = "embedding"
-    retrieval: str = "retrieval"
-    rerank: str = "rerank"
-    generation: str = "generation"
-
-
 class ChunkingConfig(BaseModel):
     tokenizer_path: str | None = Field(
         default=None,
@@ -146,7 +137,6 @@ class GatewayConfig(BaseModel):
     embed_batch_size: int = Field(default=64, ge=1)
     snippet_chars: int = Field(default=240, ge=0)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
-    services: ServiceNames = Field(default_factory=ServiceNames)
     router: RouterConfig = Field(default_factory=RouterConfig)
     pricing: Pricing = Field(default_factory=Pricing)
     database_url: str = Field(

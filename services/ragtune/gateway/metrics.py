@@ -6,47 +6,43 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ray.serve import metrics
-
-from ragtune.common.serving import LATENCY_BUCKETS
+from ragtune.common.metrics import counter, histogram
 from ragtune.v1 import gateway_pb2
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
-        self.decisions = metrics.Counter(
+        self.decisions = counter(
             "ragtune_route_decisions_total",
-            description="Route decisions, by path and reason code (one per reason of each).",
-            tag_keys=("path", "reason"),
+            "Route decisions, by path and reason code (one per reason of each).",
+            ("path", "reason"),
         )
-        self.cost = metrics.Counter(
+        self.cost = counter(
             "ragtune_request_cost_usd_total",
-            description="Cost of answered requests in USD, by path and stage.",
-            tag_keys=("path", "stage"),
+            "Cost of answered requests in USD, by path and stage.",
+            ("path", "stage"),
         )
-        self.answers = metrics.Counter(
+        self.answers = counter(
             "ragtune_gateway_answers_total",
-            description="Answer/AnswerStream requests by path and outcome (ok, client_error: "
-            "the request was refused, server_error: ragtune failed it, cancelled); path 'none' "
-            "when it ended before a route was chosen.",
-            tag_keys=("path", "outcome"),
+            "Answer/AnswerStream requests by path and outcome (ok, client_error: the request "
+            "was refused, server_error: ragtune failed it, cancelled); path 'none' when it "
+            "ended before a route was chosen.",
+            ("path", "outcome"),
         )
-        self.latency = metrics.Histogram(
+        self.latency = histogram(
             "ragtune_gateway_request_seconds",
-            description="Time to answer, by path (streams: until the last message).",
-            boundaries=LATENCY_BUCKETS,
-            tag_keys=("path",),
+            "Time to answer, by path (streams: until the last message).",
+            ("path",),
         )
-        self.stage = metrics.Histogram(
+        self.stage = histogram(
             "ragtune_gateway_stage_seconds",
-            description="Time spent in each stage of an answer, as the gateway waited for it.",
-            boundaries=LATENCY_BUCKETS,
-            tag_keys=("stage", "path"),
+            "Time spent in each stage of an answer, as the gateway waited for it.",
+            ("stage", "path"),
         )
-        self.tokens = metrics.Counter(
+        self.tokens = counter(
             "ragtune_gateway_tokens_total",
-            description="Prompt and completion tokens of answers, by path and adapter.",
-            tag_keys=("path", "adapter", "kind"),
+            "Prompt and completion tokens of answers, by path and adapter.",
+            ("path", "adapter", "kind"),
         )
 
     def decided(self, path: str, reasons: Iterable[str]) -> None:

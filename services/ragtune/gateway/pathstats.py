@@ -25,8 +25,10 @@ class PathStats:
 
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
-        self._latency = {p: deque(maxlen=config.stats_window) for p in PATHS}
-        self._cost = {p: deque(maxlen=config.stats_window) for p in PATHS}
+        self._latency: dict[str, deque[float]] = {
+            p: deque(maxlen=config.stats_window) for p in PATHS
+        }
+        self._cost: dict[str, deque[int]] = {p: deque(maxlen=config.stats_window) for p in PATHS}
 
     def observe(self, path: str, latency_ms: float, cost_micro_usd: int) -> None:
         self._latency[path].append(latency_ms)

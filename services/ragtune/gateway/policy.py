@@ -19,7 +19,9 @@ from ragtune.gateway.pathstats import PathEstimate, PathStats
 from ragtune.gateway.routing import PATH_NAMES, AdapterCard, Evidence, Need, Route, RouteRequest
 from ragtune.v1 import common_pb2
 
-RAG, TUNED, HYBRID = common_pb2.PATH_RAG, common_pb2.PATH_TUNED, common_pb2.PATH_HYBRID
+RAG: int = common_pb2.PATH_RAG
+TUNED: int = common_pb2.PATH_TUNED
+HYBRID: int = common_pb2.PATH_HYBRID
 
 
 class DefaultPolicy:
@@ -40,7 +42,7 @@ class DefaultPolicy:
                 for key in ("output_format", "task", "tone"):
                     if getattr(cue, key):
                         found.setdefault(key, getattr(cue, key).lower())
-        return Need(**found)
+        return Need(found.get("output_format", ""), found.get("task", ""), found.get("tone", ""))
 
     def observe(self, path: str, latency_ms: float, cost_micro_usd: int) -> None:
         self.stats.observe(path, latency_ms, cost_micro_usd)
@@ -193,7 +195,7 @@ class DefaultPolicy:
                 )
 
         preferred = (HYBRID if card else RAG) if retrieve else TUNED
-        options = [preferred]
+        options: list[int] = [preferred]
         if not mandatory and preferred == HYBRID:
             options.append(TUNED)  # drop retrieval, keep the behaviour asked for
         if not mandatory and preferred == RAG and fallback is not None and not request.need:

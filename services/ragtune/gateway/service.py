@@ -1,5 +1,5 @@
-"""The Gateway RPCs as a plain class (no Ray): authenticate, validate, then hand answers to the
-pipeline (``answer.py``) and usage questions to the ledger."""
+"""The Gateway RPCs as a plain class (no Serve decorator: ``app.py`` wraps it): authenticate,
+validate, then hand answers to the pipeline (``answer.py``) and usage questions to the ledger."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ragtune.common.auth import KeyStore, Principal
-from ragtune.common.clients import ServiceClient
 from ragtune.common.context import CallContext
 from ragtune.common.errors import InvalidArgument, PermissionDenied
 from ragtune.common.validation import check_name, check_range, check_text
@@ -26,6 +25,7 @@ from ragtune.v1 import (
     generation_pb2,
     retrieval_pb2,
 )
+from ragtune.v1.clients import EmbeddingClient, GenerationClient, RerankClient, RetrievalClient
 
 
 class GatewayService:
@@ -33,10 +33,10 @@ class GatewayService:
         self,
         config: GatewayConfig,
         *,
-        embedding: ServiceClient,
-        retrieval: ServiceClient,
-        generation: ServiceClient,
-        rerank: ServiceClient | None = None,
+        embedding: EmbeddingClient,
+        retrieval: RetrievalClient,
+        generation: GenerationClient,
+        rerank: RerankClient | None = None,
         policy: RoutingPolicy | None = None,
         keys: KeyStore | None = None,
         ledger: Ledger | None = None,
@@ -72,16 +72,19 @@ class GatewayService:
     def _principal(self, context: CallContext | None) -> Principal:
         return self.keys.principal_for((context or CallContext()).metadata)
 
-    async def _embed(self, texts: list[str], input_type: int) -> embedding_pb2.EmbedResponse:
-        reply = await self.embedding.call(
-            "Embed", embedding_pb2.EmbedRequest(texts=texts, input_type=input_type)
+    async def _embed(
+        self, texts: list[str], input_type: embedding_pb2.InputType
+    ) -> embedding_pb2.EmbedResponse:
+        reply = await self.embedding.embed(
+            embedding_pb2.EmbedRequest(texts=texts, input_type=input_type)
         )
         self._embedder = (reply.model, reply.dims)
         return reply
 
     async def _embedder_info(self) -> tuple[str, int]:
         if self._embedder is None:
-            await self._embed(["dimension probe"], embedding_pb2.INPUT_TYPE_QUERY)
+            reply = await self._embed(["dimension probe"], embedding_pb2.INPUT_TYPE_QUERY)
+            return reply.model, reply.dims
         return self._embedder
 
     def _validate_answer(self, request: gateway_pb2.AnswerRequest) -> int:
@@ -176,8 +179,7 @@ class GatewayService:
             usage.embedding_tokens += sum(reply.token_counts)
             for chunk, vector in zip(part, reply.vectors, strict=True):
                 chunk.vector.extend(vector.values)
-        written = await self.retrieval.call(
-            "Upsert",
+        written = await self.retrieval.upsert(
             retrieval_pb2.UpsertRequest(tenant=tenant, collection=collection, chunks=chunks),
         )
         return gateway_pb2.IngestResponse(
@@ -188,8 +190,7 @@ class GatewayService:
         self, tenant: str, name: str, *, exist_ok: bool
     ) -> retrieval_pb2.CreateCollectionResponse:
         model, dims = await self._embedder_info()
-        return await self.retrieval.call(
-            "CreateCollection",
+        return await self.retrieval.create_collection(
             retrieval_pb2.CreateCollectionRequest(
                 tenant=tenant, name=name, dims=dims, embedding_model=model, exist_ok=exist_ok
             ),
@@ -207,8 +208,7 @@ class GatewayService:
         self, request: gateway_pb2.GatewayCollectionRequest, context: CallContext | None = None
     ) -> retrieval_pb2.DeleteCollectionResponse:
         tenant = self._principal(context).tenant
-        return await self.retrieval.call(
-            "DeleteCollection",
+        return await self.retrieval.delete_collection(
             retrieval_pb2.DeleteCollectionRequest(
                 tenant=tenant, name=check_name(request.name, "name")
             ),
@@ -226,7 +226,7 @@ class GatewayService:
         path = await asyncio.to_thread(
             self.ledger.add_feedback, tenant, request.request_id, request.rating, request.comment
         )
-        return gateway_pb2.FeedbackResponse(path=common_pb2.Path.Value(f"PATH_{path}"))
+        return gateway_pb2.FeedbackResponse(path=f"PATH_{path}")  # the enum value by name
 
     async def Usage(
         self, request: gateway_pb2.UsageRequest, context: CallContext | None = None
@@ -260,15 +260,15 @@ class GatewayService:
         self, request: gateway_pb2.GatewayListCollectionsRequest, context: CallContext | None = None
     ) -> retrieval_pb2.ListCollectionsResponse:
         tenant = self._principal(context).tenant
-        return await self.retrieval.call(
-            "ListCollections", retrieval_pb2.ListCollectionsRequest(tenant=tenant)
+        return await self.retrieval.list_collections(
+            retrieval_pb2.ListCollectionsRequest(tenant=tenant)
         )
 
     async def ListAdapters(
         self, request: generation_pb2.ListAdaptersRequest, context: CallContext | None = None
     ) -> generation_pb2.ListAdaptersResponse:
         self._principal(context)
-        return await self.generation.call("ListAdapters", request)
+        return await self.generation.list_adapters(request)
 
     def _admin(self, context: CallContext | None) -> None:
         if not self._principal(context).admin:
@@ -278,10 +278,10 @@ class GatewayService:
         self, request: generation_pb2.LoadAdapterRequest, context: CallContext | None = None
     ) -> generation_pb2.LoadAdapterResponse:
         self._admin(context)
-        return await self.generation.call("LoadAdapter", request)
+        return await self.generation.load_adapter(request)
 
     async def UnloadAdapter(
         self, request: generation_pb2.UnloadAdapterRequest, context: CallContext | None = None
     ) -> generation_pb2.UnloadAdapterResponse:
         self._admin(context)
-        return await self.generation.call("UnloadAdapter", request)
+        return await self.generation.unload_adapter(request)

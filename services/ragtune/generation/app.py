@@ -1,4 +1,4 @@
-"""Ray Serve application: ``import_path: ragtune.generation.app:build``.
+"""Ray Serve application (its `import_path` is in ragtune.common.services: `GENERATION`).
 
 On top of the generic gRPC ingress, requests that name an adapter go through Serve's model
 multiplexing: the replica registers the adapter as one of its multiplexed models, so Serve's
@@ -11,25 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ragtune.common.serving import continue_trace, ingress_class, report_errors
+from ragtune.common.services import GENERATION
+from ragtune.common.serving import build_application, continue_trace, report_errors
 from ragtune.generation.config import GenerationConfig
 from ragtune.generation.service import GenerationService
-from ragtune.v1 import generation_pb2
-
-DEPLOYMENT = "Generation"
 
 
-def build(args: dict[str, Any]):
+def _with_multiplexing(base: type, config: GenerationConfig) -> type:
     from ray import serve
 
-    config = GenerationConfig.model_validate(args or {})
-    base = ingress_class(
-        GenerationService,
-        GenerationService,
-        generation_pb2.DESCRIPTOR.services_by_name["Generation"],
-    )
-
-    class GenerationDeployment(base):
+    class GenerationDeployment(base):  # type: ignore[valid-type,misc]
         @serve.multiplexed(max_num_models_per_replica=config.max_resident_adapters)
         async def _multiplexed_adapter(self, name: str) -> str:
             await self.service.ensure_resident(name)
@@ -49,4 +40,8 @@ def build(args: dict[str, Any]):
             async for message in base.GenerateStream(self, request, grpc_context, _trace=_trace):
                 yield message
 
-    return serve.deployment(GenerationDeployment, name=DEPLOYMENT).bind(config)
+    return GenerationDeployment
+
+
+def build(args: dict[str, Any]):
+    return build_application(args, GENERATION, GenerationService, customize=_with_multiplexing)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import importlib.util
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -33,21 +37,13 @@ class GenerationConfig(BaseModel):
     max_batch: int = Field(
         default=32, ge=1, description="transformers engine: most requests decoded together."
     )
-    tensor_parallel_size: int = Field(default=1, ge=1, description="vllm: GPUs per replica.")
-    gpu_memory_utilization: float = Field(
-        default=0.9, gt=0, le=1, description="vllm: share of GPU memory for weights + KV cache."
-    )
-    max_model_len: int | None = Field(
-        default=None, ge=16, description="vllm: longest prompt + output; None: the model's own."
-    )
-    max_loras: int = Field(
-        default=4, ge=1, description="vllm: adapters that can run in one batch (GPU slots)."
-    )
-    max_cpu_loras: int | None = Field(
-        default=None, ge=1, description="vllm: adapters cached in CPU memory; None: max_loras."
-    )
-    enforce_eager: bool = Field(
-        default=False, description="vllm: skip CUDA graphs (faster start, slower decode)."
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="vllm: passed to vLLM's AsyncEngineArgs as is, e.g. {max_loras: 4, "
+        "gpu_memory_utilization: 0.9, max_model_len: 4096, tensor_parallel_size: 2}; keys are "
+        "checked against AsyncEngineArgs where vLLM is installed. ragtune sets model, "
+        "served_model_name, dtype, enable_lora and max_lora_rank itself (from this config), "
+        "and max_loras is 4 unless given (vLLM's own default is 1).",
     )
     torch_threads: int | None = Field(
         default=None,
@@ -83,7 +79,7 @@ class GenerationConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _names(self) -> GenerationConfig:
+    def _check(self) -> GenerationConfig:
         if not self.model_name:
             from ragtune.generation.adapters import base_model_name
 
@@ -92,4 +88,42 @@ class GenerationConfig(BaseModel):
             raise ValueError(f"engine must be 'transformers' or 'vllm', got {self.engine!r}")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("default_max_tokens exceeds max_tokens_limit")
+        if self.engine_kwargs:
+            if self.engine != "vllm":
+                raise ValueError(
+                    "engine_kwargs is for engine 'vllm'; the transformers engine takes device, "
+                    "dtype and max_batch"
+                )
+            check_engine_kwargs(self.engine_kwargs)
         return self
+
+
+# AsyncEngineArgs that ragtune sets itself -> the config field that sets them.
+RESERVED_ENGINE_ARGS = {
+    "model": "model_path",
+    "served_model_name": "model_name",
+    "dtype": "dtype",
+    "max_lora_rank": "max_lora_rank",
+    "enable_lora": "",  # always on: adapters are the point of the service
+}
+
+
+def check_engine_kwargs(kwargs: dict[str, Any]) -> None:
+    """Raise ValueError for a key ragtune sets itself or, where vLLM is installed, for a key its
+    AsyncEngineArgs does not take (naming the closest one it does). Without vLLM the keys are
+    left to the replica that runs it, whose config is checked again there."""
+    for key in kwargs:
+        if key in RESERVED_ENGINE_ARGS:
+            use = RESERVED_ENGINE_ARGS[key]
+            instead = f"set the config's {use!r} instead" if use else "ragtune always sets it"
+            raise ValueError(f"engine_kwargs: {key!r} is set by ragtune; {instead}")
+    if importlib.util.find_spec("vllm") is None:
+        return
+    from vllm import AsyncEngineArgs
+
+    known = sorted(f.name for f in dataclasses.fields(AsyncEngineArgs))
+    for key in kwargs:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see vLLM's AsyncEngineArgs"
+            raise ValueError(f"engine_kwargs: vLLM's AsyncEngineArgs has no {key!r}; {hint}")

@@ -3,9 +3,7 @@ replica, summed by dashboards) and the GenAI span attributes of a generation."""
 
 from __future__ import annotations
 
-from ray.serve import metrics
-
-from ragtune.common.serving import LATENCY_BUCKETS
+from ragtune.common.metrics import counter, gauge, histogram
 from ragtune.common.telemetry import annotate
 
 # Seconds between streamed chunks; include the 0.1 s inter-token SLO threshold.
@@ -14,41 +12,36 @@ TOKEN_BUCKETS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5]
 
 class GenerationMetrics:
     def __init__(self) -> None:
-        self.ttft = metrics.Histogram(
+        self.ttft = histogram(
             "ragtune_generation_time_to_first_token_seconds",
-            description="From the request reaching the engine to its first streamed text.",
-            boundaries=LATENCY_BUCKETS,
-            tag_keys=("adapter",),
+            "From the request reaching the engine to its first streamed text.",
+            ("adapter",),
         )
-        self.inter_token = metrics.Histogram(
+        self.inter_token = histogram(
             "ragtune_generation_inter_token_seconds",
-            description="Time between consecutive streamed chunks of one request.",
-            boundaries=TOKEN_BUCKETS,
-            tag_keys=("adapter",),
+            "Time between consecutive streamed chunks of one request.",
+            ("adapter",),
+            buckets=TOKEN_BUCKETS,
         )
-        self.running = metrics.Gauge(
+        self.running = gauge(
             "ragtune_generation_running_requests",
-            description="Requests being generated on this replica (queued in the engine or "
-            "decoding).",
+            "Requests being generated on this replica (queued in the engine or decoding).",
         )
-        self.loads = metrics.Counter(
+        self.loads = counter(
             "ragtune_generation_adapter_loads_total",
-            description="Adapter loads into the engine, by outcome (ok, error).",
-            tag_keys=("outcome",),
+            "Adapter loads into the engine, by outcome (ok, error).",
+            ("outcome",),
         )
-        self.unloads = metrics.Counter(
+        self.unloads = counter(
             "ragtune_generation_adapter_unloads_total",
-            description="Adapters taken out of the engine, by reason (request, evicted).",
-            tag_keys=("reason",),
+            "Adapters taken out of the engine, by reason (request, evicted).",
+            ("reason",),
         )
-        self.load_seconds = metrics.Histogram(
-            "ragtune_generation_adapter_load_seconds",
-            description="Time to load an adapter into the engine.",
-            boundaries=LATENCY_BUCKETS,
+        self.load_seconds = histogram(
+            "ragtune_generation_adapter_load_seconds", "Time to load an adapter into the engine."
         )
-        self.resident = metrics.Gauge(
-            "ragtune_generation_adapters_resident",
-            description="Adapters resident in this replica's engine.",
+        self.resident = gauge(
+            "ragtune_generation_adapters_resident", "Adapters resident in this replica's engine."
         )
 
 

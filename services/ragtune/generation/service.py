@@ -1,4 +1,4 @@
-"""The Generation RPCs as a plain class (no Ray)."""
+"""The Generation RPCs as a plain class (no Serve decorator: ``app.py`` wraps it)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from ragtune.common.telemetry import annotate, tracer
 from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_name, check_range
 from ragtune.generation.adapters import AdapterInfo, AdapterRegistry
+from ragtune.generation.backend import Chunk, Engine, Sampling
 from ragtune.generation.config import GenerationConfig
-from ragtune.generation.engine import Chunk, Engine, Sampling
 from ragtune.generation.metrics import GenerationMetrics, annotate_generation
 from ragtune.generation.prompting import Passage, build_messages
 from ragtune.v1 import generation_pb2 as pb
@@ -30,21 +30,16 @@ ROLES = {"system", "user", "assistant"}
 def make_engine(config: GenerationConfig) -> Engine:
     """The engine the config names; vLLM is imported only when chosen (extra `gpu`)."""
     if config.engine == "vllm":
-        from ragtune.generation.engines.vllm_engine import VLLMEngine
+        from ragtune.generation.backends.vllm_engine import VLLMEngine
 
         return VLLMEngine(
             config.model_path,
             model_name=config.model_name,
             dtype=config.dtype,
-            tensor_parallel_size=config.tensor_parallel_size,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            max_model_len=config.max_model_len,
-            max_loras=config.max_loras,
             max_lora_rank=config.max_lora_rank,
-            max_cpu_loras=config.max_cpu_loras,
-            enforce_eager=config.enforce_eager,
+            engine_kwargs=config.engine_kwargs,
         )
-    from ragtune.generation.engines.transformers_engine import TransformersEngine
+    from ragtune.generation.backends.transformers_engine import TransformersEngine
 
     return TransformersEngine(
         config.model_path,

@@ -9,6 +9,9 @@ from typing import Protocol
 
 import numpy as np
 
+from ragtune.common.lazy import LazyModel, require
+from ragtune.common.models import default_minilm_path
+
 
 class Scorer(Protocol):
     name: str
@@ -27,7 +30,7 @@ class Scorer(Protocol):
         ...
 
 
-class CrossEncoderScorer:
+class CrossEncoderScorer(LazyModel):
     def __init__(
         self,
         path: str,
@@ -38,27 +41,24 @@ class CrossEncoderScorer:
         max_length: int | None = None,
         normalize: bool = False,
     ) -> None:
+        super().__init__()
         self.path = path
         self.name = name or os.path.basename(os.path.normpath(path))
         self.device = device
         self.batch_size = batch_size
         self._max_length = max_length
         self.normalize = normalize
-        self._model = None
 
-    def warm_up(self) -> None:
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import CrossEncoder
-
-            self._model = CrossEncoder(self.path, device=self.device, max_length=self._max_length)
-            # Not thread-safe: counting (event loop) and scoring (worker thread) use separate copies.
-            self._counter = copy.deepcopy(self._model.tokenizer)
+    def _load(self):
+        st = require("sentence_transformers", "sentence-transformers", "the cross-encoder reranker")
+        model = st.CrossEncoder(self.path, device=self.device, max_length=self._max_length)
+        # Not thread-safe: counting (event loop) and scoring (worker thread) use separate copies.
+        self._counter = copy.deepcopy(model.tokenizer)
+        return model
 
     @property
     def max_length(self) -> int:
-        self.warm_up()
-        return int(self._model.max_length)
+        return int(self.model.max_length)
 
     def pair_tokens(self, query: str, passages: Sequence[str]) -> list[int]:
         self.warm_up()
@@ -68,8 +68,7 @@ class CrossEncoderScorer:
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         import torch
 
-        self.warm_up()
-        scores = self._model.predict(
+        scores = self.model.predict(
             list(pairs),
             batch_size=self.batch_size,
             show_progress_bar=False,
@@ -79,7 +78,7 @@ class CrossEncoderScorer:
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
 
-class MaxSimScorer:
+class MaxSimScorer(LazyModel):
     """Late interaction (ColBERT-style MaxSim) over a bi-encoder's token embeddings.
 
     Query and passage are encoded separately into L2-normalised token vectors ([CLS], [SEP]
@@ -98,9 +97,8 @@ class MaxSimScorer:
         batch_size: int = 32,
         max_length: int | None = None,
     ) -> None:
+        super().__init__()
         if path is None:
-            from ragtune.embedding.backend import default_minilm_path
-
             path, default_name = default_minilm_path(), "maxsim-all-MiniLM-L6-v2"
         else:
             default_name = f"maxsim-{os.path.basename(os.path.normpath(path))}"
@@ -109,25 +107,20 @@ class MaxSimScorer:
         self.device = device
         self.batch_size = batch_size
         self._max_length = max_length
-        self._model = None
 
-    def warm_up(self) -> None:
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(self.path, device=self.device)
-            if self._max_length:
-                model.max_seq_length = self._max_length
-            tokenizer = model.tokenizer
-            self._skip = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
-            self._counter = copy.deepcopy(tokenizer)  # see CrossEncoderScorer
-            self._model = model
+    def _load(self):
+        st = require("sentence_transformers", "sentence-transformers", "the MaxSim reranker")
+        model = st.SentenceTransformer(self.path, device=self.device)
+        if self._max_length:
+            model.max_seq_length = self._max_length
+        tokenizer = model.tokenizer
+        self._skip = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+        self._counter = copy.deepcopy(tokenizer)  # see CrossEncoderScorer
+        return model
 
     @property
     def max_length(self) -> int:
-        self.warm_up()
-        return int(self._model.max_seq_length)
+        return int(self.model.max_seq_length)
 
     def pair_tokens(self, query: str, passages: Sequence[str]) -> list[int]:
         """Passages are encoded on their own, so only the passage's length is truncated."""

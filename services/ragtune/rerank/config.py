@@ -11,7 +11,8 @@ from ragtune.common.telemetry import TelemetryConfig
 
 class RerankConfig(BaseModel):
     # The defaults are the offline default reranker: MaxSim over the shipped MiniLM weights,
-    # fused with the first-stage order (weight tuned on SciFact train, see README).
+    # fused with the first-stage order (weight tuned on SciFact train; what it gains on
+    # SciFact test: docs/retrieval.md, "Measurements").
     kind: Literal["cross-encoder", "maxsim"] = Field(
         default="maxsim",
         description="'cross-encoder': a sentence-transformers CrossEncoder (bge-reranker, "

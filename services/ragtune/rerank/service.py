@@ -1,13 +1,13 @@
-"""The Rerank RPC as a plain class (no Ray)."""
+"""The Rerank RPC as a plain class (no Serve decorator: ``app.py`` wraps it)."""
 
 from __future__ import annotations
 
 import numpy as np
-from ray.serve import metrics
 
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import InvalidArgument, NotFound
 from ragtune.common.fusion import reciprocal_rank_fusion
+from ragtune.common.metrics import counter
 from ragtune.common.telemetry import annotate
 from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_text, check_texts
@@ -38,10 +38,10 @@ class RerankService:
             max_batch_tokens=config.max_batch_tokens,
             max_wait_s=config.max_wait_ms / 1000,
         )
-        self._truncated = metrics.Counter(
+        self._truncated = counter(
             "ragtune_rerank_truncated_passages_total",
-            description="Passages longer than the cross-encoder's limit, scored on their start.",
-            tag_keys=("model",),
+            "Passages longer than the cross-encoder's limit, scored on their start.",
+            ("model",),
         )
 
     def warm_up(self) -> None:
@@ -54,9 +54,8 @@ class RerankService:
                 f"unknown rerank model {request.model!r}; this replica serves {self.scorer.name!r}"
             )
         check_text(request.query, "query", max_chars=self.config.max_text_chars)
-        passages = list(request.passages)
-        check_texts(
-            passages,
+        passages = check_texts(
+            request.passages,
             "passages",
             max_count=self.config.max_passages,
             max_chars=self.config.max_text_chars,

@@ -3,9 +3,9 @@
 bm25s (a maintained, pure-Python BM25 with sparse scoring in NumPy/SciPy) is what
 `ragtune eval retrieval` measured best on SciFact with English stopwords and Snowball stemming
 (PyStemmer), so the service uses the same analysis. bm25s indexes are immutable: writes mark the
-index stale and it is rebuilt before the next lexical search, which costs about a second per
-100k chunks; an engine with incremental segments (tantivy) is the upgrade path for collections
-written to continuously at that size.
+index stale and it is rebuilt before the next lexical search (its cost: docs/retrieval.md,
+"Search"); an engine with incremental segments (tantivy) is the upgrade path for large
+collections written to continuously.
 """
 
 from __future__ import annotations

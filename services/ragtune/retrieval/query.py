@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from ragtune.common.errors import InvalidArgument
 from ragtune.common.fusion import reciprocal_rank_fusion
-from ragtune.retrieval.index import Hit
+from ragtune.retrieval.backend import Hit
 from ragtune.v1 import retrieval_pb2 as pb
 
 MAX_FILTER_VALUES = 100

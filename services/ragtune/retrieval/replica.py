@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from ragtune.retrieval import snapshots
-from ragtune.retrieval.index import CollectionIndex
+from ragtune.retrieval.backend import CollectionIndex
 from ragtune.retrieval.lexical import LexicalIndex
 from ragtune.retrieval.store import Store
 

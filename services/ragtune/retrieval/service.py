@@ -1,4 +1,4 @@
-"""The Retrieval RPCs as a plain class (no Ray).
+"""The Retrieval RPCs as a plain class (no Serve decorator: ``app.py`` wraps it).
 
 Writes go to the store first; the replica then applies the change log to its indexes
 (``replica.py``), the same way it catches up with writes made by other replicas (``min_seq``).
@@ -7,28 +7,45 @@ Writes go to the store first; the replica then applies the change log to its ind
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
-from ray.serve import metrics
 
 from ragtune.common.batching import DynamicBatcher
 from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
+from ragtune.common.metrics import gauge
 from ragtune.common.telemetry import annotate
 from ragtune.common.threads import reserved_threads, set_faiss_blas_threshold, set_faiss_threads
-from ragtune.common.validation import check_name, check_range
+from ragtune.common.validation import check_count, check_name, check_range
 from ragtune.retrieval import snapshots
+from ragtune.retrieval.backend import INDEX_TYPES, METRICS, CollectionIndex, Hit
 from ragtune.retrieval.config import RetrievalConfig
-from ragtune.retrieval.index import INDEX_TYPES, METRICS, CollectionIndex, Hit
 from ragtune.retrieval.query import FUSION_DEPTH, fuse, metadata_filter
 from ragtune.retrieval.replica import ReplicaIndexes
 from ragtune.retrieval.store import CollectionRow, NewChunk, Store
 from ragtune.v1 import retrieval_pb2 as pb
+
+R = TypeVar("R")
+
+
+def _counted(rpc: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Count the RPC's calls in ``self.calls`` under its own name (``stats()`` reports them)."""
+
+    @functools.wraps(rpc)
+    async def counted(self: RetrievalService, *args: Any, **kwargs: Any) -> R:
+        self.calls[rpc.__name__] += 1
+        return await rpc(self, *args, **kwargs)
+
+    return counted
+
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +83,17 @@ class RetrievalService:
         self.calls: Counter[str] = Counter()  # RPC name -> calls, read by tests and operators
         self._tail_task: asyncio.Task | None = None
         self._lag_changes = 0  # at the last check of the change log
-        self._applied = metrics.Gauge(
+        self._applied = gauge(
             "ragtune_retrieval_applied_seq",
-            description="Change-log sequence number this replica has applied to its indexes.",
+            "Change-log sequence number this replica has applied to its indexes.",
         )
-        self._lag = metrics.Gauge(
+        self._lag = gauge(
             "ragtune_retrieval_replica_lag_changes",
-            description="Changes logged but not yet applied by this replica, at its last check.",
+            "Changes logged but not yet applied by this replica, at its last check.",
         )
-        self._vectors = metrics.Gauge(
+        self._vectors = gauge(
             "ragtune_retrieval_index_vectors",
-            description="Vectors in this replica's in-memory indexes, all collections together.",
+            "Vectors in this replica's in-memory indexes, all collections together.",
         )
         self._last_snapshot = time.monotonic()
         self.replica.restore_snapshot()
@@ -212,10 +229,10 @@ class RetrievalService:
 
     # -- RPCs ----------------------------------------------------------------------------------
 
+    @_counted
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest
     ) -> pb.CreateCollectionResponse:
-        self.calls["CreateCollection"] += 1
         check_name(request.tenant, "tenant")
         check_name(request.name, "name")
         check_range(request.dims, "dims", 1, self.config.max_dims)
@@ -241,33 +258,26 @@ class RetrievalService:
         )
         return pb.CreateCollectionResponse(collection=self._to_pb(row))
 
+    @_counted
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest
     ) -> pb.DeleteCollectionResponse:
-        self.calls["DeleteCollection"] += 1
         row = self._collection(request.tenant, request.name)
         seq = await self._write(self.store.drop_collection, row)
         return pb.DeleteCollectionResponse(seq=seq)
 
+    @_counted
     async def ListCollections(
         self, request: pb.ListCollectionsRequest
     ) -> pb.ListCollectionsResponse:
-        self.calls["ListCollections"] += 1
         check_name(request.tenant, "tenant")
         rows = self.store.list_collections(request.tenant)
         return pb.ListCollectionsResponse(collections=[self._to_pb(r) for r in rows])
 
+    @_counted
     async def Upsert(self, request: pb.UpsertRequest) -> pb.UpsertResponse:
-        self.calls["Upsert"] += 1
         row = self._collection(request.tenant, request.collection)
-        if not request.chunks:
-            raise InvalidArgument("must contain at least one chunk", field="chunks")
-        if len(request.chunks) > self.config.max_upsert_chunks:
-            raise InvalidArgument(
-                f"has {len(request.chunks)} chunks; the limit per call is "
-                f"{self.config.max_upsert_chunks}",
-                field="chunks",
-            )
+        check_count(request.chunks, "chunks", "chunk", limit=self.config.max_upsert_chunks)
         new, seen = [], set()
         for i, c in enumerate(request.chunks):
             field = f"chunks[{i}]"
@@ -283,22 +293,15 @@ class RetrievalService:
         seq, replaced = await self._write(self.store.upsert, row, new)
         return pb.UpsertResponse(seq=seq, upserted=len(new), replaced_documents=replaced)
 
+    @_counted
     async def Delete(self, request: pb.DeleteRequest) -> pb.DeleteResponse:
-        self.calls["Delete"] += 1
         row = self._collection(request.tenant, request.collection)
-        if not request.doc_ids:
-            raise InvalidArgument("must name at least one document", field="doc_ids")
-        if len(request.doc_ids) > self.config.max_delete_documents:
-            raise InvalidArgument(
-                f"names {len(request.doc_ids)} documents; the limit per call is "
-                f"{self.config.max_delete_documents}",
-                field="doc_ids",
-            )
+        check_count(request.doc_ids, "doc_ids", "document", limit=self.config.max_delete_documents)
         seq, deleted = await self._write(self.store.delete_documents, row, list(request.doc_ids))
         return pb.DeleteResponse(seq=seq, deleted=deleted)
 
+    @_counted
     async def Search(self, request: pb.SearchRequest) -> pb.SearchResponse:
-        self.calls["Search"] += 1
         check_name(request.tenant, "tenant")
         check_name(request.collection, "collection")
         check_range(request.top_k, "top_k", 1, self.config.max_top_k)

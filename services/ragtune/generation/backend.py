@@ -1,8 +1,8 @@
 """The engine interface: everything the generation service needs from a model runtime.
 
-Two engines implement it: ``TransformersEngine`` (transformers + PEFT, CPU default, GPU
-fallback) and ``VLLMEngine`` (vLLM's async engine, production GPUs). The service and its tests
-use only this interface.
+Two engines implement it, in ``backends/``: ``TransformersEngine`` (transformers + PEFT, CPU
+default, GPU fallback) and ``VLLMEngine`` (vLLM's async engine, production GPUs). The service
+and its tests use only this interface.
 """
 
 from __future__ import annotations

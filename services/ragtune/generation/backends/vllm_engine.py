@@ -18,7 +18,7 @@ One event loop for vLLM
     callers use several: the service preloads adapters with ``asyncio.run``, Serve serves on
     its own loop, tests run one loop per test. So the engine owns an event loop on a daemon
     thread; every vLLM call runs there, and streamed outputs cross back to the caller's loop
-    through a queue.
+    through an ``Outbox``.
 
 Prompts
     Rendered with the tokenizer's chat template and tokenized here, then handed to vLLM as
@@ -42,21 +42,23 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
-import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from ragtune.common.errors import InvalidArgument, NotFound, RagtuneError, Unavailable
-from ragtune.generation.engine import Chunk, Engine, EngineStats, Sampling
+from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
+from ragtune.generation.backend import Chunk, Engine, EngineStats, Sampling
+from ragtune.generation.backends.shared import Outbox, adapter_load_failed, translated
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_END = object()  # the engine loop's "no more outputs for this request"
+# ragtune's defaults for AsyncEngineArgs where vLLM's do not suit a multi-adapter service
+# (vLLM's max_loras is 1: one adapter per batch). engine_kwargs overrides them.
+ENGINE_DEFAULTS: dict[str, Any] = {"max_loras": 4}
 
 # vLLM's finish reasons (vllm.v1.engine.FinishReason) as the service reports them. "abort" and
 # "error" are not here: the request did not complete, the caller gets Unavailable.
@@ -133,24 +135,16 @@ class VLLMEngine(Engine):
         *,
         model_name: str,
         dtype: str = "auto",
-        tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.9,
-        max_model_len: int | None = None,
-        max_loras: int = 4,
         max_lora_rank: int = 64,
-        max_cpu_loras: int | None = None,
-        enforce_eager: bool = False,
+        engine_kwargs: dict[str, Any] | None = None,
     ):
+        """``engine_kwargs`` go to vLLM's ``AsyncEngineArgs`` as they are (GenerationConfig
+        has checked their names), over ``ENGINE_DEFAULTS``."""
         self.model_path = model_path
         self.model_name = model_name
         self.dtype = dtype
-        self.tensor_parallel_size = tensor_parallel_size
-        self.gpu_memory_utilization = gpu_memory_utilization
-        self.max_model_len = max_model_len
-        self.max_loras = max_loras
         self.max_lora_rank = max_lora_rank
-        self.max_cpu_loras = max_cpu_loras
-        self.enforce_eager = enforce_eager
+        self.engine_kwargs = {**ENGINE_DEFAULTS, **(engine_kwargs or {})}
         self.tokenizer = None
         self._engine: Any = None  # vllm AsyncLLM once warmed up
         self._loop: _EngineLoop | None = None
@@ -179,30 +173,11 @@ class VLLMEngine(Engine):
                 raise RuntimeError("the vLLM engine was shut down")
             if self._engine is not None:
                 return
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
+            from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
             self._tokenizer()
-            optional: dict[str, Any] = {}
-            if self.max_model_len is not None:
-                optional["max_model_len"] = self.max_model_len
-            if self.max_cpu_loras is not None:
-                optional["max_cpu_loras"] = self.max_cpu_loras
-            args = AsyncEngineArgs(
-                model=self.model_path,
-                served_model_name=self.model_name,
-                dtype=self.dtype,
-                tensor_parallel_size=self.tensor_parallel_size,
-                gpu_memory_utilization=self.gpu_memory_utilization,
-                enforce_eager=self.enforce_eager,
-                enable_lora=True,
-                max_loras=self.max_loras,
-                max_lora_rank=self.max_lora_rank,
-                **optional,
-            )
-
-            from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+            args = self.engine_args()
 
             async def build() -> Any:
                 # Built inside the loop, so AsyncLLM starts its output handler on this loop.
@@ -217,6 +192,19 @@ class VLLMEngine(Engine):
                 loop.stop()
                 raise
             self._loop = loop
+
+    def engine_args(self) -> Any:
+        """vLLM's ``AsyncEngineArgs``: ragtune's own settings, then ``engine_kwargs``."""
+        from vllm import AsyncEngineArgs
+
+        return AsyncEngineArgs(
+            model=self.model_path,
+            served_model_name=self.model_name,
+            dtype=self.dtype,
+            enable_lora=True,
+            max_lora_rank=self.max_lora_rank,
+            **self.engine_kwargs,
+        )
 
     def check_health(self) -> None:
         engine, loop = self._engine, self._loop
@@ -273,18 +261,12 @@ class VLLMEngine(Engine):
             if pending is None:
                 lora = LoRARequest(lora_name=name, lora_int_id=next(self._ids), lora_path=path)
                 pending = self._loading[name] = loop.submit(self._add(engine, name, lora))
-        try:
+        # vLLM's engine core reports a failed add_lora as a bare Exception("Call to add_lora
+        # method failed: ...").
+        failed = adapter_load_failed(name, path)
+        with translated(lambda exc: _translate(exc) or failed(exc)):
             # Shielded: a caller that goes away must not cancel a load others may be waiting on.
             await asyncio.shield(asyncio.wrap_future(pending))
-        except Exception as exc:
-            err = _translate(exc)
-            if err is exc and not isinstance(exc, RagtuneError):
-                # vLLM's engine core reports a failed add_lora as a bare Exception("Call to
-                # add_lora method failed: ...").
-                err = InvalidArgument(f"vLLM could not load adapter {name!r} from {path}: {exc}")
-            if err is exc:
-                raise
-            raise err from exc
 
     async def _add(self, engine: Any, name: str, lora: Any) -> None:
         """Engine loop: load the adapter's weights into vLLM, then make the name servable."""
@@ -369,7 +351,6 @@ class VLLMEngine(Engine):
     def _tokenizer(self) -> Any:
         with self._tokenizer_lock:
             if self.tokenizer is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 from transformers import AutoTokenizer
 
                 self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
@@ -421,68 +402,56 @@ class VLLMEngine(Engine):
         run = _Run()
         state = "new"  # -> running -> finished | cancelled (caller left) | failed
         try:
-            if engine.errored:
-                raise Unavailable("the vLLM engine is dead; the replica must restart")
-            text, ids = self._render(messages)
-            limit = engine.model_config.max_model_len  # as vLLM resolved it
-            if len(ids) >= limit:
-                raise InvalidArgument(
-                    f"prompt is {len(ids)} tokens; this model takes at most {limit - 1}",
-                    field="messages",
-                )
-            params, deltas = self._sampling_params(sampling)
-            from vllm.inputs import tokens_input
+            with translated(_translate):
+                if engine.errored:
+                    raise Unavailable("the vLLM engine is dead; the replica must restart")
+                text, ids = self._render(messages)
+                limit = engine.model_config.max_model_len  # as vLLM resolved it
+                if len(ids) >= limit:
+                    raise InvalidArgument(
+                        f"prompt is {len(ids)} tokens; this model takes at most {limit - 1}",
+                        field="messages",
+                    )
+                params, deltas = self._sampling_params(sampling)
+                from vllm.inputs import tokens_input
 
-            prompt = tokens_input(ids, prompt=text)  # pre-tokenized: vLLM skips tokenization
-            caller = asyncio.get_running_loop()
-            queue: asyncio.Queue = asyncio.Queue()
-
-            def emit(item: Any) -> bool:  # engine loop -> this loop
-                try:
-                    caller.call_soon_threadsafe(queue.put_nowait, item)
-                except RuntimeError:  # this loop is closed: nobody is listening
-                    return False
-                return True
-
-            self._count(running=1)
-            state = "running"
-            lora = entry.lora if entry is not None else None
-            loop.submit(self._pump(engine, run, request_id, prompt, params, lora, emit))
-            sent, completion, finish = "", 0, ""
-            while not finish:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                if item is _END:
+                prompt = tokens_input(ids, prompt=text)  # pre-tokenized: vLLM skips tokenizing
+                out = Outbox()
+                self._count(running=1)
+                state = "running"
+                lora = entry.lora if entry is not None else None
+                loop.submit(self._pump(engine, run, request_id, prompt, params, lora, out))
+                sent, completion, finish = "", 0, ""
+                async for new_text, new_tokens, reason in out:
+                    if deltas:
+                        delta, completion = new_text, completion + new_tokens
+                    else:
+                        delta, sent, completion = new_text[len(sent) :], new_text, new_tokens
+                    if reason is not None:
+                        finish = _FINISH.get(reason, "")
+                        if not finish:
+                            raise Unavailable(f"vLLM ended the request ({reason}); retry")
+                        # Done inside vLLM: count it, and let a waiting unload go on at once.
+                        state = "finished"
+                        self._count(running=-1, finished=1)
+                        self._release(entry)
+                        entry = None
+                    if delta:
+                        yield Chunk(delta=delta)
+                    if finish:
+                        break
+                else:  # the outputs ended before the one that finishes the request
                     raise Unavailable("vLLM ended the request without a final output; retry")
-                new_text, new_tokens, reason = item
-                if deltas:
-                    delta, completion = new_text, completion + new_tokens
-                else:
-                    delta, sent, completion = new_text[len(sent) :], new_text, new_tokens
-                if reason is not None:
-                    finish = _FINISH.get(reason, "")
-                    if not finish:
-                        raise Unavailable(f"vLLM ended the request ({reason}); retry")
-                    # Done inside vLLM: count it, and let a waiting unload go on at once.
-                    state = "finished"
-                    self._count(running=-1, finished=1)
-                    self._release(entry)
-                    entry = None
-                if delta:
-                    yield Chunk(delta=delta)
-            yield Chunk(
-                delta="", finish_reason=finish, prompt_tokens=len(ids), completion_tokens=completion
-            )
+                yield Chunk(
+                    delta="",
+                    finish_reason=finish,
+                    prompt_tokens=len(ids),
+                    completion_tokens=completion,
+                )
         except (GeneratorExit, asyncio.CancelledError):
             if state == "running":
                 state = "cancelled"
             raise
-        except Exception as exc:
-            err = _translate(exc)
-            if err is exc:
-                raise
-            raise err from exc
         finally:
             try:
                 if state in ("running", "cancelled"):  # left early: stop it inside vLLM
@@ -500,7 +469,7 @@ class VLLMEngine(Engine):
         prompt: Any,
         params: Any,
         lora: Any,
-        emit: Callable[[Any], bool],
+        out: Outbox,
     ) -> None:
         """Engine loop: run one request through ``AsyncLLM.generate`` and hand each output to
         the caller as ``(text, new token count, finish reason or None)``."""
@@ -512,12 +481,12 @@ class VLLMEngine(Engine):
             async for out in outputs:
                 first = out.outputs[0]  # n=1: one completion per request
                 reason = (first.finish_reason or "stop") if out.finished else None
-                if not emit((first.text, len(first.token_ids), reason)):
+                if not out.put((first.text, len(first.token_ids), reason)):
                     return  # the caller's loop is gone; aclose() below aborts the request
         except Exception as exc:
-            emit(exc)
+            out.fail(exc)
         else:
-            emit(_END)
+            out.close()
         finally:
             # generate() aborts the request in vLLM when closed before its last output.
             await outputs.aclose()
@@ -547,8 +516,9 @@ class VLLMEngine(Engine):
             self._stats.cancelled += cancelled
 
 
-def _translate(exc: BaseException) -> BaseException:
-    """vLLM's errors as the service's: a dead engine is Unavailable, a bad request invalid."""
+def _translate(exc: Exception) -> Exception | None:
+    """vLLM's errors as the service's: a dead engine is Unavailable, a bad request invalid;
+    None for the others."""
     from vllm.exceptions import VLLMValidationError
     from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -556,4 +526,4 @@ def _translate(exc: BaseException) -> BaseException:
         return Unavailable("the vLLM engine is dead; the replica must restart")
     if isinstance(exc, VLLMValidationError):
         return InvalidArgument(str(exc))
-    return exc
+    return None

@@ -19,27 +19,27 @@ per row, so padding never shifts a sequence.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ragtune.common.errors import InvalidArgument, NotFound
-from ragtune.generation.engine import Chunk, Engine, EngineStats, Sampling
+from ragtune.common.errors import InvalidArgument, NotFound, Unavailable
+from ragtune.generation.backend import Chunk, Engine, EngineStats, Sampling
+from ragtune.generation.backends.shared import Outbox, adapter_load_failed, translated
 
 BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names
 
 
 @dataclass(eq=False)
 class _Request:
-    """One generation as the scheduler sees it. Token ids flow out through ``emit``."""
+    """One generation as the scheduler sees it. Token ids flow out through ``out``."""
 
     prompt: list[int]
     adapter: str | None
     sampling: Sampling
-    emit: Callable[[Any], None]  # thread-safe: a token id, None at the end, or an exception
+    out: Outbox  # token ids, then closed (or failed)
     generator: Any = None  # torch.Generator when sampling with a seed
     generated: int = 0
     last_token: int = 0
@@ -94,7 +94,6 @@ class TransformersEngine(Engine):
     def warm_up(self) -> None:
         if self._base is not None:
             return
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -165,11 +164,19 @@ class TransformersEngine(Engine):
                     self._peft = PeftModel.from_pretrained(self._base, path, adapter_name=name)
                 self._peft.eval()
             elif name not in self._peft.peft_config:
-                self._peft.load_adapter(path, adapter_name=name)
+                try:
+                    self._peft.load_adapter(path, adapter_name=name)
+                except Exception:
+                    # PEFT adds the adapter's layers before reading its weights: take them out,
+                    # or a later load of this name would serve them untrained.
+                    if name in self._peft.peft_config:
+                        self._peft.delete_adapter(name)
+                    raise
             self._servable.add(name)
             return True
 
-        await self._between_steps(load)
+        with translated(adapter_load_failed(name, path)):
+            await self._between_steps(load)
 
     async def unload_adapter(self, name: str) -> None:
         if name not in self._servable:
@@ -220,17 +227,8 @@ class TransformersEngine(Engine):
         if adapter and adapter not in self._servable:
             raise NotFound(f"adapter {adapter!r} is not loaded")
         self.check_health()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-
-        def emit(item: Any) -> None:  # called on the scheduler thread
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the caller's event loop is closed: nobody is listening
-                request.stop = request.stop or "cancel"
-
         request = _Request(
-            prompt=self._render(messages), adapter=adapter, sampling=sampling, emit=emit
+            prompt=self._render(messages), adapter=adapter, sampling=sampling, out=Outbox()
         )
         with self._cv:
             self._waiting.append(request)
@@ -238,10 +236,7 @@ class TransformersEngine(Engine):
         out: list[int] = []  # tokens received, eos excluded
         text, finish, ended = "", "", False
         try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    ended = True
-                    raise item
+            async for item in request.out:
                 if item == self._eos and not sampling.ignore_eos:
                     finish = "stop"
                     continue
@@ -298,7 +293,7 @@ class TransformersEngine(Engine):
         except BaseException as exc:  # the engine is broken: fail every request, loudly
             self._failure = exc
             for request in self._batch.requests + self._waiting:
-                request.emit(RuntimeError(f"generation engine failed: {exc!r}"))
+                request.out.fail(Unavailable("the generation engine failed; restart the replica"))
             raise
 
     def _run_ops(self, ops) -> None:
@@ -345,7 +340,7 @@ class TransformersEngine(Engine):
         if request.adapter and (
             self._peft is None or request.adapter not in self._peft.peft_config
         ):  # cannot happen: an unload waits for the requests that use it
-            request.emit(NotFound(f"adapter {request.adapter!r} was unloaded"))
+            request.out.fail(NotFound(f"adapter {request.adapter!r} was unloaded"))
             return
         ids = torch.tensor([request.prompt], device=self.device)
         n = ids.shape[1]
@@ -445,7 +440,9 @@ class TransformersEngine(Engine):
         """Hand ``token`` to the caller; False when the request is over."""
         if request.stop:
             return False
-        request.emit(token)
+        if not request.out.put(token):  # the caller's event loop is closed: nobody listens
+            request.stop = "cancel"
+            return False
         request.generated += 1
         request.last_token = token
         if request.generated >= request.sampling.max_tokens:
@@ -480,4 +477,4 @@ class TransformersEngine(Engine):
                 self._stats.cancelled += 1
             else:
                 self._stats.finished += 1
-        request.emit(None)
+        request.out.close()

@@ -1,9 +1,9 @@
 """A tiny, locally trained Llama model and two LoRA adapters for development and tests.
 
-Real checkpoints are gigabytes and need the network; the dev model is built from scratch in
-well under a minute on a laptop CPU, yet exercises the same code paths as production: a
-Llama-architecture model with a byte-level BPE tokenizer and a chat template, plus PEFT LoRA
-adapters whose effect on the output is obvious at a glance:
+Real checkpoints are gigabytes and need the network; the dev model is built from scratch on a
+laptop CPU while `make run` starts (how long: README.md, "Models"), yet exercises the same code
+paths as production: a Llama-architecture model with a byte-level BPE tokenizer and a chat
+template, plus PEFT LoRA adapters whose effect on the output is obvious at a glance:
 
 * the base answers with a sentence from the corpus,
 * `json-answer` wraps that sentence as `{"answer": "..."}`,
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragtune.generation.adapters import BASE_METADATA_FILE
-from ragtune.generation.devdata import chat_examples, corpus_sentences
-from ragtune.generation.training import (
+from ragtune.tuning.devdata import chat_examples, corpus_sentences
+from ragtune.tuning.training import (
     EncodedExample,
     encode_chat,
     quiet_transformers,

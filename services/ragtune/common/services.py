@@ -1,0 +1,135 @@
+"""The table of ragtune's services: each one declared once, here.
+
+A declaration names the Serve application and deployment, the proto service it serves (through
+its generated typed client), where its config model and Serve builder are, and its default
+deployment options. The Serve config (``ragtune.deployment``), the gRPC servicer registration,
+the gateway's wiring and every ``app.py`` read this table; nothing else spells a service's name.
+
+Config model and builder are import paths, as Serve's own ``import_path`` is: ``common`` sits
+below the service packages and must not import them (the import-linter contracts in
+pyproject.toml check that).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.descriptor import ServiceDescriptor
+
+from ragtune.v1.clients import (
+    EmbeddingClient,
+    GatewayClient,
+    GenerationClient,
+    RerankClient,
+    RetrievalClient,
+    Transport,
+)
+
+C = TypeVar("C")
+
+
+def resolve(import_path: str) -> Any:
+    """``"package.module:attribute"`` -> the attribute."""
+    module, _, attribute = import_path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@dataclass(frozen=True)
+class ServiceSpec(Generic[C]):
+    name: str  # Serve application name and route prefix; gRPC callers send it as `application`
+    deployment: str  # Serve deployment name inside the application
+    client: type[C]  # the generated typed client: its DESCRIPTOR is the proto service served
+    config: str  # import path of the pydantic config model `build(args)` validates
+    builder: str  # import path of the Serve builder (the config's `import_path`)
+    num_cpus: float  # per replica, by default; fractional so the local stack fits 2 cores
+    # Requests a replica accepts at once. Serve's default (5) would starve the dynamic
+    # batchers (a batch holds only what reached the replica) and the gateway, whose requests
+    # mostly wait on the other services.
+    max_ongoing: int
+    # Serve writes an access-log line per request on the replica's serving loop; services
+    # called once per answer stage keep it off (their RPC metrics and spans say the same).
+    # What it costs: docs/serving.md.
+    access_log: bool
+    handle_methods: tuple[str, ...] = field(default=())  # reachable through handles only
+
+    @property
+    def descriptor(self) -> ServiceDescriptor:
+        return self.client.DESCRIPTOR  # type: ignore[attr-defined]
+
+    @property
+    def servicer_function(self) -> str:
+        """For Serve's ``grpc_options.grpc_servicer_functions``."""
+        return self.client.SERVICER_FUNCTION  # type: ignore[attr-defined]
+
+    def config_class(self) -> Any:
+        return resolve(self.config)
+
+    def connect(self, transport: Transport) -> C:
+        """The typed client of this service over ``transport``."""
+        return self.client(transport)  # type: ignore[call-arg]
+
+
+EMBEDDING = ServiceSpec(
+    name="embedding",
+    deployment="Embedding",
+    client=EmbeddingClient,
+    config="ragtune.embedding.config:EmbeddingConfig",
+    builder="ragtune.embedding.app:build",
+    num_cpus=0.5,
+    max_ongoing=128,
+    access_log=False,
+    handle_methods=("stats",),
+)
+RETRIEVAL = ServiceSpec(
+    name="retrieval",
+    deployment="Retrieval",
+    client=RetrievalClient,
+    config="ragtune.retrieval.config:RetrievalConfig",
+    builder="ragtune.retrieval.app:build",
+    num_cpus=0.25,
+    max_ongoing=64,
+    access_log=False,
+    handle_methods=("stats", "snapshot"),
+)
+RERANK = ServiceSpec(
+    name="rerank",
+    deployment="Rerank",
+    client=RerankClient,
+    config="ragtune.rerank.config:RerankConfig",
+    builder="ragtune.rerank.app:build",
+    num_cpus=0.25,
+    max_ongoing=64,
+    access_log=False,
+)
+GENERATION = ServiceSpec(
+    name="generation",
+    deployment="Generation",
+    client=GenerationClient,
+    config="ragtune.generation.config:GenerationConfig",
+    builder="ragtune.generation.app:build",
+    num_cpus=0.5,
+    max_ongoing=32,
+    access_log=True,
+)
+GATEWAY = ServiceSpec(
+    name="gateway",
+    deployment="Gateway",
+    client=GatewayClient,
+    config="ragtune.gateway.config:GatewayConfig",
+    builder="ragtune.gateway.app:build",
+    num_cpus=0.25,
+    max_ongoing=256,
+    access_log=True,
+)
+
+# In the order a request flows; the gateway, the one public endpoint, last.
+SERVICES: tuple[ServiceSpec[Any], ...] = (EMBEDDING, RETRIEVAL, RERANK, GENERATION, GATEWAY)
+
+
+def by_name(name: str, services: tuple[ServiceSpec[Any], ...] = SERVICES) -> ServiceSpec[Any]:
+    for spec in services:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no service {name!r}; ragtune's are {[s.name for s in services]}")

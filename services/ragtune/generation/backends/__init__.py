@@ -1,0 +1,1 @@
+"""The generation engines (``ragtune.generation.backend.Engine``): transformers + PEFT and vLLM."""

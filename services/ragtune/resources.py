@@ -1,0 +1,10 @@
+"""Files that ship inside the package, so an installed ``ragtune`` needs no source checkout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+DEMO_CORPUS = EXAMPLES / "demo-corpus"  # `make run`'s demo collection and the dev model's text
+DEMO_QUESTIONS = EXAMPLES / "demo-questions.txt"
+ROUTING_DIR = EXAMPLES / "routing"  # the labelled routing set (docs/routing.md)
