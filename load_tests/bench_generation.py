@@ -25,6 +25,7 @@ from pathlib import Path
 
 from load_tests.bench_common import REPO, add_out_dir, drive, percentiles, serve_app, write_result
 from ragtune.common.services import GENERATION
+from ragtune.deployment import DEFAULT_ENGINE, ENGINES, dev_generation_args
 from ragtune.local import use_process_env
 
 METADATA = [("application", GENERATION.name)]  # Serve's proxy routes on it
@@ -131,26 +132,27 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per request")
     parser.add_argument("--load-rounds", type=int, default=20, help="adapter load/unload rounds")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="default: %(default)s"
+    )
     add_out_dir(parser)
     args = parser.parse_args()
     use_process_env(local_ray=True)
 
     model = devmodel_dir()
-    app_args = {
-        "model_path": str(model / "ragtune-dev-llama"),
-        "adapters_dir": str(model / "adapters"),
-    }
+    app_args = dev_generation_args(model, args.engine)
     with serve_app(GENERATION, app_args) as target:
         result = asyncio.run(run(target, model, args))
     single = result["single_adapter"]["tokens_per_s"]
     mixed = result["mixed_4_adapters_and_base"]["tokens_per_s"]
     result.update(
         benchmark="generation",
+        engine=args.engine,
         concurrency=args.concurrency,
         max_tokens=args.max_tokens,
         ratio=mixed / single,
     )
-    path = write_result("bench-generation", result, args.out_dir)
+    path = write_result(f"bench-generation-{args.engine}", result, args.out_dir)
     loads = result["adapter_load"]["engine_load"]
     print(f"adapter load: p50 {loads['p50_ms']:.0f} ms, p99 {loads['p99_ms']:.0f} ms")
     for name in ("single_adapter", "mixed_4_adapters_and_base"):

@@ -28,6 +28,9 @@ from ragtune.common.services import (
 DEFAULT_GRPC_PORT = 9000
 DEFAULT_HTTP_PORT = 8000
 DEV_MODEL = "ragtune-dev-llama"
+ENGINES = ("vllm", "transformers")
+DEFAULT_ENGINE = "vllm"  # the faster on the dev model: docs/generation.md
+DEV_KV_CACHE_BYTES = 1 << 30
 
 
 def app_entry(
@@ -73,6 +76,20 @@ def serve_config(
     }
 
 
+def dev_generation_args(model_dir: Path, engine: str = DEFAULT_ENGINE) -> dict[str, Any]:
+    """The generation application's args for the dev model in ``model_dir`` on ``engine``."""
+    args: dict[str, Any] = {
+        "model_path": str(model_dir / DEV_MODEL),
+        "adapters_dir": str(model_dir / "adapters"),
+        "engine": engine,
+    }
+    if engine == "vllm":
+        # A fixed KV cache: vLLM's CPU build otherwise reserves a share of the machine's
+        # memory (its gpu_memory_utilization), far more than the dev model needs.
+        args["engine_kwargs"] = {"kv_cache_memory_bytes": DEV_KV_CACHE_BYTES}
+    return args
+
+
 def local_config(
     data_dir: Path,
     *,
@@ -82,8 +99,10 @@ def local_config(
     rerank: bool = True,
     model_dir: Path | None = None,
     telemetry: dict[str, Any] | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> dict[str, Any]:
-    """The default CPU deployment: MiniLM embedder, FAISS CPU over SQLite, the dev model.
+    """The default CPU deployment: MiniLM embedder, FAISS CPU over SQLite, the dev model on
+    ``engine`` (vLLM's CPU build by default: why, docs/generation.md).
 
     Reranking is on: MaxSim over the shipped MiniLM fused with the first-stage order (the
     rerank config's defaults; what it gains: docs/retrieval.md), or the cross-encoder in
@@ -108,8 +127,8 @@ def local_config(
         },
         RERANK: rerank_args,
         GENERATION: {
-            "model_path": str(model_dir / DEV_MODEL),
-            "adapters_dir": str(model_dir / "adapters"),
+            **dev_generation_args(model_dir, engine),
+            "database_url": f"sqlite:///{data_dir / 'ragtune.db'}",  # the adapter catalog
         },
         GATEWAY: {
             "keys_file": str(data_dir / "keys.yaml"),
@@ -122,6 +141,20 @@ def local_config(
         for app in apps:
             app["args"]["telemetry"] = dict(telemetry)
     return serve_config(apps, grpc_port=grpc_port, http_port=http_port)
+
+
+def chart_table() -> dict[str, Any]:
+    """The service table as the Helm chart reads it (``ragtune config --chart`` writes it to
+    helm/ragtune/files/): the Serve config of every service with its default deployment
+    options and empty args, which the chart's templates fill from its values, and each
+    service's gRPC servicer function, so the chart can register the public one alone (the
+    gateway, whose proto service routes and ingresses match)."""
+    return {
+        "serveConfig": serve_config([app_entry(spec, {}) for spec in SERVICES]),
+        "servicers": {spec.name: spec.servicer_function for spec in SERVICES},
+        "public": GATEWAY.name,
+        "publicService": GATEWAY.descriptor.full_name,
+    }
 
 
 def load_config(path: Path) -> dict[str, Any]:

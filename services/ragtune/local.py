@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import threading
 import time
 from typing import Any
@@ -27,6 +28,16 @@ INGRESS_MODES = {
     "proxy": {HAPROXY_ENV: "0", DIRECT_INGRESS_ENV: "0"},
 }
 DEFAULT_INGRESS = "haproxy"
+
+# Serve's HAProxy keeps its config, admin socket and state at fixed paths under /tmp by
+# default, so two local stacks (a `ragtune serve` beside the test suite, a benchmark) would
+# overwrite each other's: each Ray started here gets a folder of its own.
+HAPROXY_FILES = {
+    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",
+    "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+}
 
 # Models load from local paths only (nothing can reach a hub), and tokenizers must not fork
 # thread pools under Ray's workers. Set by the entry points: the CLI for its own process, and
@@ -78,6 +89,11 @@ def start_local(
             raise RuntimeError(f"ingress {ingress!r} must be chosen before Ray starts")
     else:
         os.environ.update(wanted)
+        if ingress == "haproxy" and not any(name in os.environ for name in HAPROXY_FILES):
+            folder = tempfile.mkdtemp(prefix="haproxy-serve-", dir="/tmp")  # short: a socket
+            os.environ.update(
+                {name: os.path.join(folder, leaf) for name, leaf in HAPROXY_FILES.items()}
+            )
         # A local run has no external load balancer to drain (Serve's default waits 30 s on
         # every replica stop).
         os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")

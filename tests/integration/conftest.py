@@ -12,7 +12,7 @@ import pytest
 from ragtune import documents
 from ragtune.client import GatewayClient
 from ragtune.common.auth import create_key
-from ragtune.common.services import RETRIEVAL
+from ragtune.common.services import GENERATION, RETRIEVAL
 from ragtune.deployment import app_entry, local_config
 from ragtune.local import start_local, stop_local
 from tests.conftest import DEMO_CORPUS, free_port
@@ -65,6 +65,17 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory, otlp_receiver):
     fresh.update(name="freshness", route_prefix="/freshness")
     fresh["deployments"][0]["num_replicas"] = 2
     config["applications"].append(fresh)
+    # A second generation application with two replicas sharing an adapter catalog, for the
+    # platform-wide adapter tests (the transformers engine: lighter to start twice; a token
+    # CPU share, as the other applications hold nearly all of Ray's 2 CPUs).
+    adapters2 = app_entry(GENERATION, {
+        "model_path": str(devmodel.base_dir), "adapters_dir": str(devmodel.base_dir.parent / "adapters"),
+        "engine": "transformers", "database_url": f"sqlite:///{data / 'adapters2.db'}",
+        "sync_interval_s": 0.2, "torch_threads": 1,
+    }, num_cpus=0.01)  # fmt: skip
+    adapters2.update(name="adapters2", route_prefix="/adapters2")
+    adapters2["deployments"][0]["num_replicas"] = 2
+    config["applications"].append(adapters2)
     gateway = next(a for a in config["applications"] if a["name"] == "gateway")
     # The test cross-encoder is untrained: rerank exactly the passages retrieved, so the
     # wiring is exercised without letting random scores pull in unrelated chunks.

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 
+from ragtune.common import database
 from ragtune.common.errors import InvalidArgument, NotFound
 
 metadata_obj = sa.MetaData()
@@ -93,9 +93,7 @@ def parse_day(value: str, field: str) -> dt.date:
 
 class Ledger:
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url)
+        self.engine = database.connect(url)
         metadata_obj.create_all(self.engine)
 
     def record(self, entry: Entry) -> None:

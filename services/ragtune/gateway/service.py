@@ -270,15 +270,20 @@ class GatewayService:
         self._principal(context)
         return await self.generation.list_adapters(request)
 
-    def _admin(self, context: CallContext | None) -> None:
-        if not self._principal(context).admin:
+    def _admin(self, context: CallContext | None) -> Principal:
+        principal = self._principal(context)
+        if not principal.admin:
             raise PermissionDenied("loading and unloading adapters needs an admin key")
+        return principal
 
     async def LoadAdapter(
         self, request: generation_pb2.LoadAdapterRequest, context: CallContext | None = None
     ) -> generation_pb2.LoadAdapterResponse:
-        self._admin(context)
-        return await self.generation.load_adapter(request)
+        admin = self._admin(context)
+        registered = generation_pb2.LoadAdapterRequest()
+        registered.CopyFrom(request)
+        registered.registered_by = admin.tenant  # who, from the key: never the caller's word
+        return await self.generation.load_adapter(registered)
 
     async def UnloadAdapter(
         self, request: generation_pb2.UnloadAdapterRequest, context: CallContext | None = None

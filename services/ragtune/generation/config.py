@@ -69,6 +69,25 @@ class GenerationConfig(BaseModel):
         description="Where adapters loaded from object storage (fsspec URLs) are copied. "
         "None: a 'remote' folder next to adapters_dir, or a temporary folder.",
     )
+    database_url: str | None = Field(
+        default=None,
+        description="Database of the platform's adapter catalog, shared by every generation "
+        "replica (SQLite file locally, PostgreSQL on a cluster): an adapter loaded on one "
+        "replica is served by all, and by replicas started later. None: each replica keeps "
+        "its own adapters (tests, a single replica).",
+    )
+    sync_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often a replica reads the adapter catalog (and reports what it holds).",
+    )
+    unload_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long UnloadAdapter waits for every replica to stop serving the adapter "
+        "(their running requests with it finish first).",
+    )
     default_max_tokens: int = Field(default=128, ge=1)
     max_tokens_limit: int = Field(default=2048, ge=1, description="Largest max_tokens accepted.")
     max_prompt_chars: int = Field(default=64_000, ge=1)

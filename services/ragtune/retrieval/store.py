@@ -11,11 +11,11 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
 
+from ragtune.common import database
 from ragtune.common.errors import AlreadyExists, InvalidArgument, NotFound
 
 metadata_obj = sa.MetaData()
@@ -119,22 +119,9 @@ def _document_hashes(new: Sequence[NewChunk]) -> dict[str, str]:
     return {doc: h.hexdigest() for doc, h in digests.items()}
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    # WAL lets replicas read while one writes; busy_timeout waits instead of failing at once.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
 class Store:
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine = database.connect(url)
         metadata_obj.create_all(self.engine)
         self._add_missing_columns()
 

@@ -478,9 +478,9 @@ class VLLMEngine(Engine):
         run.task = asyncio.current_task()
         outputs = engine.generate(prompt, params, request_id, lora_request=lora)
         try:
-            async for out in outputs:
-                first = out.outputs[0]  # n=1: one completion per request
-                reason = (first.finish_reason or "stop") if out.finished else None
+            async for output in outputs:
+                first = output.outputs[0]  # n=1: one completion per request
+                reason = (first.finish_reason or "stop") if output.finished else None
                 if not out.put((first.text, len(first.token_ids), reason)):
                     return  # the caller's loop is gone; aclose() below aborts the request
         except Exception as exc:

