@@ -192,7 +192,9 @@ def through_platform(model: Path, args) -> tuple[dict, dict]:
 
     data = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
     key = create_key(data / "keys.yaml", "bench")
-    apps = local_config(data, grpc_port=free_port(), rerank=False, model_dir=model)["applications"]
+    apps = local_config(data, grpc_port=free_port(), rerank=False, model_dir=model, engine="vllm")[
+        "applications"
+    ]
     sampling = common_pb2.SamplingParams(max_tokens=args.max_tokens, ignore_eos=True)
     question = [pb.ChatMessage(role="user", content=q) for q in QUESTIONS]
 

@@ -29,7 +29,7 @@ DEFAULT_GRPC_PORT = 9000
 DEFAULT_HTTP_PORT = 8000
 DEV_MODEL = "ragtune-dev-llama"
 ENGINES = ("vllm", "transformers")
-DEFAULT_ENGINE = "vllm"  # the faster on the dev model: docs/generation.md
+DEFAULT_ENGINE = "transformers"  # the faster on the dev model on CPUs: docs/generation.md
 DEV_KV_CACHE_BYTES = 1 << 30
 
 
@@ -102,7 +102,8 @@ def local_config(
     engine: str = DEFAULT_ENGINE,
 ) -> dict[str, Any]:
     """The default CPU deployment: MiniLM embedder, FAISS CPU over SQLite, the dev model on
-    ``engine`` (vLLM's CPU build by default: why, docs/generation.md).
+    ``engine`` (transformers + PEFT by default, the faster on the dev model on CPUs; vLLM's
+    CPU build with ``engine="vllm"``: docs/generation.md).
 
     Reranking is on: MaxSim over the shipped MiniLM fused with the first-stage order (the
     rerank config's defaults; what it gains: docs/retrieval.md), or the cross-encoder in

@@ -52,6 +52,7 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory, otlp_receiver):
         http_port=free_port(),
         rerank_model=str(cross_encoder_dir),
         model_dir=devmodel.base_dir.parent,
+        engine="vllm",  # gateway -> generation on vLLM (the local default is transformers)
         telemetry={
             "tracing": "otlp",
             "otlp_endpoint": f"127.0.0.1:{otlp_receiver.port}",
