@@ -349,8 +349,13 @@ def cmd_adapters(args: argparse.Namespace) -> int:
             print(f"unloaded {client.unload_adapter(args.name).adapter.name}")
         for a in client.list_adapters().adapters:
             state = "loaded" if a.loaded else "not loaded"
+            if a.resident_on:  # with a shared catalog: where, across the replicas
+                n = len(a.resident_on)
+                state = f"loaded on {n} replica" + ("s" if n > 1 else "")
+            by = f" (loaded by {a.registered_by})" if a.registered_by else ""
             print(
-                f"{a.name:16} {state:11} rank {a.rank:<3} {a.output_format or '-':8} {a.tone or '-':10} {a.description}"
+                f"{a.name:16} {state:21} rank {a.rank:<3} {a.output_format or '-':8} "
+                f"{a.tone or '-':10} {a.description}{by}"
             )
     return 0
 
