@@ -5,7 +5,9 @@ benchmarks start. Process control only; the config they deploy is ``ragtune.depl
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -32,6 +34,8 @@ DEFAULT_INGRESS = "haproxy"
 # Serve's HAProxy keeps its config, admin socket and state at fixed paths under /tmp by
 # default, so two local stacks (a `ragtune serve` beside the test suite, a benchmark) would
 # overwrite each other's: each Ray started here gets a folder of its own.
+DIRECT_PORTS_ENV = "RAY_SERVE_DIRECT_INGRESS"
+DIRECT_PORTS_BLOCK = 1000  # ports per kind; Serve's default block is as wide
 HAPROXY_FILES = {
     "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",
     "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
@@ -52,6 +56,40 @@ def use_process_env(*, local_ray: bool = False) -> None:
     own environment does not already say otherwise."""
     for name, value in {**PROCESS_ENV, **(LOCAL_RAY_ENV if local_ray else {})}.items():
         os.environ.setdefault(name, value)
+
+
+def _own_haproxy_files_and_ports() -> None:
+    """HAProxy's files in a folder of this Ray's, and its replicas' own gRPC and HTTP ports
+    in blocks no other local Ray uses: gRPC servers share a port (SO_REUSEPORT), so two stacks
+    on Serve's default blocks would answer each other's calls."""
+    if not any(name in os.environ for name in HAPROXY_FILES):
+        folder = tempfile.mkdtemp(prefix="haproxy-serve-", dir="/tmp")  # short: a socket
+        os.environ.update(
+            {name: os.path.join(folder, leaf) for name, leaf in HAPROXY_FILES.items()}
+        )
+    for kind, low in (("GRPC", 42_000), ("HTTP", 20_000)):
+        first, last = f"{DIRECT_PORTS_ENV}_MIN_{kind}_PORT", f"{DIRECT_PORTS_ENV}_MAX_{kind}_PORT"
+        if first not in os.environ:
+            start = _free_block(low, low + 10_000, DIRECT_PORTS_BLOCK)
+            os.environ[first], os.environ[last] = str(start), str(start + DIRECT_PORTS_BLOCK)
+
+
+def _free_block(low: int, high: int, size: int) -> int:
+    """The start of a block of ports in [low, high) whose first ports are free now."""
+    for _ in range(50):
+        start = random.randrange(low, high - size, size)
+        if all(_port_free(port) for port in range(start, start + 16)):
+            return start
+    return low
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def start_local(
@@ -89,11 +127,8 @@ def start_local(
             raise RuntimeError(f"ingress {ingress!r} must be chosen before Ray starts")
     else:
         os.environ.update(wanted)
-        if ingress == "haproxy" and not any(name in os.environ for name in HAPROXY_FILES):
-            folder = tempfile.mkdtemp(prefix="haproxy-serve-", dir="/tmp")  # short: a socket
-            os.environ.update(
-                {name: os.path.join(folder, leaf) for name, leaf in HAPROXY_FILES.items()}
-            )
+        if ingress == "haproxy":
+            _own_haproxy_files_and_ports()
         # A local run has no external load balancer to drain (Serve's default waits 30 s on
         # every replica stop).
         os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")

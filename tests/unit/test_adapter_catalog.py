@@ -57,7 +57,9 @@ def test_an_adapter_loaded_on_one_replica_is_served_by_all(devmodel, tmp_path):
 
             listed = {x.name: x for x in (await a.ListAdapters(pb.ListAdaptersRequest())).adapters}
             assert listed["sea"].registered_by == "acme"
-            assert sorted(listed["sea"].resident_on) == sorted([a.replica_id, b.replica_id])
+            assert sorted(listed["sea"].resident_on) == sorted(
+                [a.shared.replica_id, b.shared.replica_id]
+            )
 
             c = await replica()  # started later (a restart, autoscaling)
             replicas.append(c)

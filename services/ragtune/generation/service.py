@@ -5,25 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ragtune.common.busy import SharedClock
-from ragtune.common.errors import InvalidArgument, NotFound, RagtuneError, Unavailable
+from ragtune.common.errors import InvalidArgument, NotFound
 from ragtune.common.telemetry import annotate, tracer
 from ragtune.common.threads import set_torch_threads
 from ragtune.common.validation import check_name, check_range
 from ragtune.generation.adapters import AdapterInfo, AdapterRegistry
 from ragtune.generation.backend import Chunk, Engine, Sampling
-from ragtune.generation.catalog import Catalog, Entry
 from ragtune.generation.config import GenerationConfig
 from ragtune.generation.metrics import GenerationMetrics, annotate_generation
 from ragtune.generation.prompting import Passage, build_messages
+from ragtune.generation.sharing import SharedAdapters
 from ragtune.v1 import generation_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -78,13 +75,8 @@ class GenerationService:
         self._busy = SharedClock()  # each request's share of the engine, for costing
         self.metrics = GenerationMetrics()
         self._running = 0
-        # The platform's adapters (catalog.py), when replicas share a database.
-        self.catalog = Catalog(config.database_url) if config.database_url else None
-        self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._versions: dict[str, int] = {}  # catalog version of each adapter as registered here
-        self._sync_lock: asyncio.Lock | None = None
-        self._sync_loop: asyncio.AbstractEventLoop | None = None
-        self._sync_task: asyncio.Task | None = None
+        # The platform's adapters, when replicas share a database (sharing.py).
+        self.shared = SharedAdapters(self, config.database_url) if config.database_url else None
 
     def warm_up(self) -> None:
         set_torch_threads(self.config.torch_threads)
@@ -95,72 +87,14 @@ class GenerationService:
     async def start(self) -> None:
         """Read the adapter catalog, preload adapters and keep following the catalog (in the
         event loop that will serve requests)."""
-        if self.catalog is not None:
-            await self.sync()
+        if self.shared is not None:
+            await self.shared.sync()
         wanted = self.config.preload_adapters
         names = sorted(self.registry.known) if wanted is None else wanted
         for name in names[: self.config.max_resident_adapters]:
             await self.ensure_resident(name, use=False)
-        if self.catalog is not None:
-            self._sync_task = asyncio.get_running_loop().create_task(self._follow_catalog())
-
-    # -- the platform's adapters (a catalog shared by the replicas) ------------------------------
-
-    async def _follow_catalog(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.sync_interval_s)
-            try:
-                await self.sync()
-            except Exception:
-                log.warning("reading the adapter catalog failed", exc_info=True)
-
-    async def sync(self) -> None:
-        """Apply the catalog here: register adapters loaded elsewhere (new weights replace
-        old ones on next use), stop serving removed ones (after their running requests), then
-        report what this replica holds."""
-        assert self.catalog is not None
-        loop = asyncio.get_running_loop()
-        if self._sync_loop is not loop:  # first use, or a new loop (tests run one per call)
-            self._sync_lock, self._sync_loop = asyncio.Lock(), loop
-        async with self._sync_lock:  # type: ignore[union-attr]
-            for name, entry in (await asyncio.to_thread(self.catalog.entries)).items():
-                if self._versions.get(name) != entry.version:
-                    await self._apply(entry)
-            await asyncio.to_thread(self.catalog.heartbeat, self.replica_id, list(self._resident))
-
-    async def _apply(self, entry: Entry) -> None:
-        name = entry.name
-        # The registry first, so a request arriving meanwhile sees the new state.
-        if entry.removed:
-            self.registry.known.pop(name, None)
-            self.registry.removed.add(name)
-        else:
-            try:
-                await asyncio.to_thread(self.registry.register, name, entry.source)
-            except RagtuneError as exc:  # e.g. the source is not readable from this replica
-                log.warning("adapter %s from the catalog refused here: %s", name, exc)
-        if name in self._resident:  # removed, or new weights: drop the old ones
-            self._resident.pop(name)
-            await self.engine.unload_adapter(name)  # waits for its running requests
-            self.metrics.unloads.inc(tags={"reason": "request"})
-        self._versions[name] = entry.version
-
-    async def _wait_gone_everywhere(self, name: str, removed_at: float) -> None:
-        """Until every live replica has synced since the removal and holds ``name`` no more."""
-        assert self.catalog is not None
-        interval = self.config.sync_interval_s
-        deadline = time.monotonic() + self.config.unload_timeout_s
-        while True:
-            live = await asyncio.to_thread(self.catalog.live_replicas, max(5.0, 5 * interval))
-            holding = [r.replica for r in live if r.synced_at < removed_at or name in r.resident]
-            if not holding:
-                return
-            if time.monotonic() > deadline:
-                raise Unavailable(f"adapter {name!r} is still served by replicas {holding}")
-            await asyncio.sleep(interval / 4)
-
-    def check_health(self) -> None:
-        self.engine.check_health()
+        if self.shared is not None:
+            self.shared.follow()
 
     # -- residency (LRU) -------------------------------------------------------------------------
 
@@ -179,9 +113,18 @@ class GenerationService:
             self._resident[name] = time.time()
         self._resident.move_to_end(name)
 
+    def resident_adapters(self) -> list[str]:
+        return list(self._resident)
+
+    async def drop_resident(self, name: str) -> None:
+        """Free ``name``'s weights if resident (after the requests running with it)."""
+        if self._resident.pop(name, None) is not None:
+            await self.engine.unload_adapter(name)
+            self.metrics.unloads.inc(tags={"reason": "request"})
+
     async def _load(self, name: str) -> None:
-        if self.catalog is not None and name not in self.registry.known:
-            await self.sync()  # loaded on another replica since this one last looked
+        if self.shared is not None and name not in self.registry.known:
+            await self.shared.sync()  # loaded on another replica since this one last looked
         info = self.registry.resolve(name)
         while len(self._resident) >= self.config.max_resident_adapters:
             victim, _ = self._resident.popitem(last=False)
@@ -206,10 +149,8 @@ class GenerationService:
         self.metrics.resident.set(len(self._resident))
 
     async def shutdown(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-        if self.catalog is not None:
-            await asyncio.to_thread(self.catalog.forget, self.replica_id)
+        if self.shared is not None:
+            await self.shared.close()
         await self.engine.shutdown()
 
     # -- request checking ------------------------------------------------------------------------
@@ -353,26 +294,15 @@ class GenerationService:
 
     async def ListAdapters(self, request: pb.ListAdaptersRequest) -> pb.ListAdaptersResponse:
         self.registry.scan()
-        if self.catalog is not None:
-            await self.sync()
+        if self.shared is not None:
+            await self.shared.sync()
         where, by = await self._placement()
         known = self.registry.known
         adapters = [self._adapter_pb(known[n], where, by.get(n, "")) for n in sorted(known)]
         return pb.ListAdaptersResponse(adapters=adapters)
 
     async def _placement(self) -> tuple[dict[str, list[str]], dict[str, str]]:
-        """From the catalog: adapter -> replicas holding it, and adapter -> who registered it."""
-        if self.catalog is None:
-            return {}, {}
-        live = await asyncio.to_thread(
-            self.catalog.live_replicas, max(5.0, 5 * self.config.sync_interval_s)
-        )
-        where: dict[str, list[str]] = {}
-        for state in sorted(live, key=lambda r: r.replica):
-            for name in state.resident:
-                where.setdefault(name, []).append(state.replica)
-        entries = await asyncio.to_thread(self.catalog.entries)
-        return where, {n: e.registered_by for n, e in entries.items()}
+        return await self.shared.placement() if self.shared is not None else ({}, {})
 
     async def LoadAdapter(self, request: pb.LoadAdapterRequest) -> pb.LoadAdapterResponse:
         """Register (and check) the adapter, then make it resident on this replica."""
@@ -380,17 +310,14 @@ class GenerationService:
         info = await asyncio.to_thread(
             self.registry.resolve, request.name, request.source, reload=True
         )
-        if self.catalog is not None:  # the platform's from now on: every replica serves it
-            entry = await asyncio.to_thread(
-                self.catalog.register, info.name, info.origin, request.registered_by
-            )
-            self._versions[info.name] = entry.version
+        if self.shared is not None:  # the platform's from now on: every replica serves it
+            await self.shared.register(info.name, info.origin, request.registered_by)
         if request.source and info.name in self._resident:  # new weights under a loaded name
             self._resident.pop(info.name)
             await self.engine.unload_adapter(info.name)
         await self.ensure_resident(info.name, use=False)
-        if self.catalog is not None:
-            await asyncio.to_thread(self.catalog.heartbeat, self.replica_id, list(self._resident))
+        if self.shared is not None:
+            await self.shared.heartbeat()
         where, by = await self._placement()
         return pb.LoadAdapterResponse(
             adapter=self._adapter_pb(info, where, by.get(info.name, "")),
@@ -401,17 +328,13 @@ class GenerationService:
         """Stop serving the adapter: new requests get NOT_FOUND at once, running ones finish,
         then its weights are freed. LoadAdapter brings it back."""
         check_name(request.name, "name")
-        if self.catalog is None:
+        if self.shared is None:
             info = self.registry.remove(request.name)
-            if self._resident.pop(request.name, None) is not None:
-                await self.engine.unload_adapter(request.name)
-                self.metrics.unloads.inc(tags={"reason": "request"})
-            return pb.UnloadAdapterResponse(adapter=self._adapter_pb(info))
-        await self.sync()
-        info = self.registry.known.get(request.name)
-        if info is None:
-            raise NotFound(f"adapter {request.name!r} not found")
-        entry = await asyncio.to_thread(self.catalog.remove, request.name)
-        await self.sync()  # here first: running requests with it finish, then it is freed
-        await self._wait_gone_everywhere(request.name, entry.removed_at)
+            await self.drop_resident(request.name)
+        else:  # every replica's: removed everywhere before this returns
+            await self.shared.sync()
+            info = self.registry.known.get(request.name)
+            if info is None:
+                raise NotFound(f"adapter {request.name!r} not found")
+            await self.shared.remove(request.name)
         return pb.UnloadAdapterResponse(adapter=self._adapter_pb(info))
