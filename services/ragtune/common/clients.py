@@ -2,8 +2,7 @@
 ``ragtune.v1.clients`` (generated from the protos, one method per RPC).
 
 - ``LocalTransport``: a plain service object in this process (unit tests);
-- ``HandleTransport``: a Serve deployment through a ``DeploymentHandle`` (under Serve);
-- ``ChannelTransport``: a gRPC channel (load tests, tools, tests of the public port).
+- ``HandleTransport``: a Serve deployment through a ``DeploymentHandle`` (under Serve).
 
 So the gateway's code is the same in a unit test and under Serve, and ``client(SPEC, transport)``
 gives the typed client of a service declared in ``ragtune.common.services``.
@@ -11,7 +10,7 @@ gives the typed client of a service declared in ``ragtune.common.services``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf.descriptor import ServiceDescriptor
@@ -82,50 +81,3 @@ class HandleTransport:
         if model_id:
             options["multiplexed_model_id"] = model_id
         return self._method(rpc, **options).remote(request, _trace=carrier())
-
-
-class ChannelTransport:
-    """Calls a service over a ``grpc.aio`` channel, as an outside client would: through Serve's
-    gRPC ingress, which routes on the ``application`` metadata (and ``multiplexed_model_id``)."""
-
-    def __init__(
-        self,
-        channel: Any,
-        *,
-        application: str,
-        metadata: Sequence[tuple[str, str]] = (),
-        timeout_s: float | None = None,
-    ) -> None:
-        self.channel = channel
-        self.metadata = (("application", application), *metadata)
-        self.timeout_s = timeout_s
-        self._service = ""
-
-    def bind(self, descriptor: ServiceDescriptor) -> None:
-        self._service = descriptor.full_name
-
-    def _call_args(self, model_id: str) -> dict[str, Any]:
-        metadata = self.metadata
-        if model_id:
-            metadata = (*metadata, ("multiplexed_model_id", model_id))
-        return {"metadata": metadata, "timeout": self.timeout_s}
-
-    async def unary(
-        self, rpc: str, request: Any, response_type: type[Any], *, model_id: str = ""
-    ) -> Any:
-        call = self.channel.unary_unary(
-            f"/{self._service}/{rpc}",
-            request_serializer=type(request).SerializeToString,
-            response_deserializer=response_type.FromString,
-        )
-        return await call(request, **self._call_args(model_id))
-
-    def stream(
-        self, rpc: str, request: Any, response_type: type[Any], *, model_id: str = ""
-    ) -> AsyncIterator[Any]:
-        call = self.channel.unary_stream(
-            f"/{self._service}/{rpc}",
-            request_serializer=type(request).SerializeToString,
-            response_deserializer=response_type.FromString,
-        )
-        return call(request, **self._call_args(model_id))

@@ -41,8 +41,6 @@ class ServiceSpec(Generic[C]):
     name: str  # Serve application name and route prefix; gRPC callers send it as `application`
     deployment: str  # Serve deployment name inside the application
     client: type[C]  # the generated typed client: its DESCRIPTOR is the proto service served
-    config: str  # import path of the pydantic config model `build(args)` validates
-    builder: str  # import path of the Serve builder (the config's `import_path`)
     num_cpus: float  # per replica, by default; fractional so the local stack fits 2 cores
     # Requests a replica accepts at once. Serve's default (5) would starve the dynamic
     # batchers (a batch holds only what reached the replica) and the gateway, whose requests
@@ -53,6 +51,19 @@ class ServiceSpec(Generic[C]):
     # What it costs: docs/serving.md.
     access_log: bool
     handle_methods: tuple[str, ...] = field(default=())  # reachable through handles only
+    # Import paths of the pydantic config `build(args)` validates and of the Serve builder (the
+    # config's `import_path`); by default the service folder's: ragtune.<name>.config:
+    # <Deployment>Config and ragtune.<name>.app:build.
+    config: str = ""
+    builder: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.config:
+            object.__setattr__(
+                self, "config", f"ragtune.{self.name}.config:{self.deployment}Config"
+            )
+        if not self.builder:
+            object.__setattr__(self, "builder", f"ragtune.{self.name}.app:build")
 
     @property
     def descriptor(self) -> ServiceDescriptor:
@@ -75,8 +86,6 @@ EMBEDDING = ServiceSpec(
     name="embedding",
     deployment="Embedding",
     client=EmbeddingClient,
-    config="ragtune.embedding.config:EmbeddingConfig",
-    builder="ragtune.embedding.app:build",
     num_cpus=0.5,
     max_ongoing=128,
     access_log=False,
@@ -86,8 +95,6 @@ RETRIEVAL = ServiceSpec(
     name="retrieval",
     deployment="Retrieval",
     client=RetrievalClient,
-    config="ragtune.retrieval.config:RetrievalConfig",
-    builder="ragtune.retrieval.app:build",
     num_cpus=0.25,
     max_ongoing=64,
     access_log=False,
@@ -97,8 +104,6 @@ RERANK = ServiceSpec(
     name="rerank",
     deployment="Rerank",
     client=RerankClient,
-    config="ragtune.rerank.config:RerankConfig",
-    builder="ragtune.rerank.app:build",
     num_cpus=0.25,
     max_ongoing=64,
     access_log=False,
@@ -107,8 +112,6 @@ GENERATION = ServiceSpec(
     name="generation",
     deployment="Generation",
     client=GenerationClient,
-    config="ragtune.generation.config:GenerationConfig",
-    builder="ragtune.generation.app:build",
     num_cpus=0.5,
     max_ongoing=32,
     access_log=True,
@@ -117,8 +120,6 @@ GATEWAY = ServiceSpec(
     name="gateway",
     deployment="Gateway",
     client=GatewayClient,
-    config="ragtune.gateway.config:GatewayConfig",
-    builder="ragtune.gateway.app:build",
     num_cpus=0.25,
     max_ongoing=256,
     access_log=True,
