@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -41,6 +42,14 @@ def texts(kind: str, n: int) -> list[str]:
         pool = DEMO_QUESTIONS.read_text().splitlines()
     pool = [t for t in pool if t.strip()]
     return [pool[i % len(pool)] for i in range(n)]
+
+
+def internal_metadata(app: str) -> list[tuple[str, str]]:
+    """Metadata of a direct gRPC call to an internal service of this benchmark's own Serve:
+    its application and the platform's internal credential (``local_serve`` sets one)."""
+    from ragtune.common.serving import INTERNAL_TOKEN_ENV, INTERNAL_TOKEN_HEADER
+
+    return [("application", app), (INTERNAL_TOKEN_HEADER, os.environ[INTERNAL_TOKEN_ENV])]
 
 
 def free_port() -> int:
@@ -77,6 +86,11 @@ def local_serve(ingress: str, applications: list[dict[str, Any]]) -> Iterator[in
 
     use_process_env(local_ray=True)
     use_free_haproxy_ports()
+    # The internal services refuse gRPC calls without the internal credential: the benchmark
+    # calls them directly, so its Serve (whose replicas inherit this environment) gets one.
+    from ragtune.common.serving import INTERNAL_TOKEN_ENV
+
+    os.environ.setdefault(INTERNAL_TOKEN_ENV, secrets.token_urlsafe(16))
     port = free_port()
     config = serve_config(applications, grpc_port=port, http_port=free_port())
     ray_tmp = tempfile.mkdtemp(prefix="rtb", dir="/tmp")

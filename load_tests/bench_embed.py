@@ -23,6 +23,7 @@ from load_tests.bench_common import (
     add_ingress,
     add_out_dir,
     drive,
+    internal_metadata,
     percentiles,
     serve_app,
     texts,
@@ -56,7 +57,7 @@ async def service_run(target: str, batch: list[str], concurrency: int) -> tuple[
 
     async with grpc.aio.insecure_channel(target) as channel:
         stub = embedding_pb2_grpc.EmbeddingStub(channel)
-        metadata = [("application", EMBEDDING.name)]
+        metadata = internal_metadata(EMBEDDING.name)
 
         def call(text: str):
             return lambda: stub.Embed(embedding_pb2.EmbedRequest(texts=[text]), metadata=metadata)

@@ -23,12 +23,19 @@ import statistics
 import time
 from pathlib import Path
 
-from load_tests.bench_common import REPO, add_out_dir, drive, percentiles, serve_app, write_result
+from load_tests.bench_common import (
+    REPO,
+    add_out_dir,
+    drive,
+    internal_metadata,
+    percentiles,
+    serve_app,
+    write_result,
+)
 from ragtune.common.services import GENERATION
 from ragtune.deployment import DEFAULT_ENGINE, ENGINES, dev_generation_args
 from ragtune.local import use_process_env
 
-METADATA = [("application", GENERATION.name)]  # Serve's proxy routes on it
 QUESTIONS = ["Tell me about the Lyon office", "Tell me about Kestrel", "What is the warranty?"]
 
 
@@ -49,11 +56,14 @@ async def load_times(stub, pb, source: str, rounds: int) -> dict[str, dict[str, 
     for _ in range(rounds):
         start = time.perf_counter()
         reply = await stub.LoadAdapter(
-            pb.LoadAdapterRequest(name="bench-load", source=source), metadata=METADATA
+            pb.LoadAdapterRequest(name="bench-load", source=source),
+            metadata=internal_metadata(GENERATION.name),
         )
         rpc_ms.append((time.perf_counter() - start) * 1000)
         engine_ms.append(reply.load_ms)
-        await stub.UnloadAdapter(pb.UnloadAdapterRequest(name="bench-load"), metadata=METADATA)
+        await stub.UnloadAdapter(
+            pb.UnloadAdapterRequest(name="bench-load"), metadata=internal_metadata(GENERATION.name)
+        )
 
     def summary(values: list[float]) -> dict[str, float]:
         qs = statistics.quantiles(values, n=100)
@@ -75,7 +85,9 @@ async def stream_run(stub, pb, common_pb2, adapters, n: int, concurrency: int, m
             )
             start = last = time.perf_counter()
             first = True
-            async for piece in stub.GenerateStream(request, metadata=METADATA):
+            async for piece in stub.GenerateStream(
+                request, metadata=internal_metadata(GENERATION.name)
+            ):
                 now = time.perf_counter()
                 if piece.delta:
                     (ttft if first else itl).append(now - (start if first else last))
@@ -106,7 +118,8 @@ async def run(target: str, model: Path, args) -> dict:
         pirate = str(model / "adapters" / "pirate")
         # A fourth adapter: pirate's weights under another name (a separate LoRA slot).
         await stub.LoadAdapter(
-            pb.LoadAdapterRequest(name="pirate-2", source=pirate), metadata=METADATA
+            pb.LoadAdapterRequest(name="pirate-2", source=pirate),
+            metadata=internal_metadata(GENERATION.name),
         )
         loads = await load_times(stub, pb, pirate, args.load_rounds)
         warm = ["json-answer", "pirate", "tldr", "pirate-2", ""]

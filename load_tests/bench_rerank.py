@@ -16,7 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from load_tests.bench_common import add_out_dir, drive, percentiles, serve_app, texts, write_result
+from load_tests.bench_common import (
+    add_out_dir,
+    drive,
+    internal_metadata,
+    percentiles,
+    serve_app,
+    texts,
+    write_result,
+)
 from ragtune.common.services import RERANK
 from ragtune.local import use_process_env
 
@@ -47,7 +55,7 @@ async def service_run(target: str, queries: list[str], passages: list[str], conc
 
     async with grpc.aio.insecure_channel(target) as channel:
         stub = rerank_pb2_grpc.RerankStub(channel)
-        metadata = [("application", RERANK.name)]
+        metadata = internal_metadata(RERANK.name)
 
         def call(query: str):
             request = rerank_pb2.RerankRequest(query=query, passages=passages)

@@ -35,6 +35,7 @@ from load_tests.bench_common import (
     add_ingress,
     add_out_dir,
     drive,
+    internal_metadata,
     percentiles,
     serve_app,
     write_result,
@@ -105,7 +106,7 @@ async def service_run(target: str, name: str, queries: np.ndarray, concurrency: 
 
     async with grpc.aio.insecure_channel(target) as channel:
         stub = retrieval_pb2_grpc.RetrievalStub(channel)
-        metadata = [("application", RETRIEVAL.name)]
+        metadata = internal_metadata(RETRIEVAL.name)
         results: dict[int, list[str]] = {}
 
         def call(n: int):

@@ -30,7 +30,14 @@ from typing import Any
 
 import psutil
 
-from load_tests.bench_common import add_out_dir, drive, free_port, percentiles, write_result
+from load_tests.bench_common import (
+    add_out_dir,
+    drive,
+    free_port,
+    internal_metadata,
+    percentiles,
+    write_result,
+)
 from load_tests.bench_generation import QUESTIONS, devmodel_dir
 from ragtune.common.services import GATEWAY, GENERATION
 from ragtune.deployment import DEV_KV_CACHE_BYTES
@@ -209,7 +216,7 @@ def through_platform(model: Path, args) -> tuple[dict, dict]:
                     request = pb.GenerateRequest(
                         messages=[question[i % len(question)]], adapter=adapter, sampling=sampling
                     )
-                    metadata = [("application", GENERATION.name)]
+                    metadata = internal_metadata(GENERATION.name)
                     if adapter:
                         metadata.append(("multiplexed_model_id", adapter))
                     async for piece in generation.GenerateStream(request, metadata=metadata):

@@ -33,7 +33,17 @@ from ragtune.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 grpc.experimental.gevent.init_gevent()
 
 APPLICATION = "gateway"  # Serve's gRPC proxy routes on this metadata
-TTFT = "AnswerStream TTFT"
+# Locust's row names: the RPCs' own names (from the proto, not spelt out), and the stream's TTFT.
+(_GATEWAY,) = gateway_pb2.DESCRIPTOR.services_by_name.values()
+ANSWER, ANSWER_STREAM = (
+    next(
+        m.name
+        for m in _GATEWAY.methods
+        if m.input_type.name == "AnswerRequest" and m.server_streaming == streaming
+    )
+    for streaming in (False, True)
+)
+TTFT = f"{ANSWER_STREAM} TTFT"
 # "auto" -> "PATH_AUTO", ...: --ragtune-paths names paths as `ragtune ask --path` does.
 PATHS = {
     name.removeprefix("PATH_").lower(): name for name in common_pb2.Path.DESCRIPTOR.values_by_name
@@ -209,13 +219,13 @@ class GatewayUser(User):
                 request, metadata=self.metadata, timeout=self.settings.timeout_s
             )
         except grpc.RpcError as exc:
-            self.fire("Answer", start, exception=GrpcError(exc), context=context)
+            self.fire(ANSWER, start, exception=GrpcError(exc), context=context)
             return
         context |= {
             "path": path_name(reply.route.path),
             "cost_micro_usd": reply.cost.total_micro_usd,
         }
-        self.fire("Answer", start, length=reply.ByteSize(), context=context)
+        self.fire(ANSWER, start, length=reply.ByteSize(), context=context)
 
     def answer_stream(self, request: gateway_pb2.AnswerRequest) -> None:
         """End to end as ``AnswerStream``; the first text delta also as ``AnswerStream TTFT``."""
@@ -237,9 +247,9 @@ class GatewayUser(User):
                 elif kind == "done":
                     context["cost_micro_usd"] = event.done.cost.total_micro_usd
         except grpc.RpcError as exc:
-            self.fire("AnswerStream", start, exception=GrpcError(exc), context=context)
+            self.fire(ANSWER_STREAM, start, exception=GrpcError(exc), context=context)
             return
-        self.fire("AnswerStream", start, length=length, context=context)
+        self.fire(ANSWER_STREAM, start, length=length, context=context)
 
     def fire(
         self,

@@ -46,6 +46,9 @@ def make_generation_service(devmodel, **config):
     from ragtune.generation.config import GenerationConfig
     from ragtune.generation.service import GenerationService
 
+    # Tests load adapters from their tmp_path (under pytest's base folder, which also holds the
+    # dev model) and from the fsspec memory bucket.
+    config.setdefault("adapter_roots", [str(devmodel.base_dir.parents[1]), "memory://bucket/"])
     svc = GenerationService(
         GenerationConfig(
             model_path=str(devmodel.base_dir),

@@ -23,7 +23,8 @@ INTRO = """\
 
 Deploys ragtune as a KubeRay `RayService` (ray.io/v1): one Ray cluster (a head running no
 replicas, a CPU worker group and optionally a GPU worker group) serving every ragtune service
-as a Ray Serve application, the gateway's gRPC Service, NetworkPolicy, PodDisruptionBudgets,
+as a Ray Serve application, the gateway's Service (gRPC, and the OpenAI-compatible HTTP API:
+docs/openai-api.md), NetworkPolicy, PodDisruptionBudgets,
 ServiceAccount, and, where the CRDs exist, a PodMonitor or ServiceMonitor, the alert rules as
 a PrometheusRule, and the Grafana dashboards as ConfigMaps.
 

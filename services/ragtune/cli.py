@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
 
 from ragtune.client import PATHS, GatewayClient
-from ragtune.deployment import DEFAULT_ENGINE, DEFAULT_GRPC_PORT, DEV_MODEL, ENGINES
+from ragtune.deployment import (
+    DEFAULT_ENGINE,
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HTTP_PORT,
+    DEV_MODEL,
+    ENGINES,
+)
 from ragtune.evaluation.commands import add_eval_commands
 from ragtune.local import DEFAULT_INGRESS, INGRESS_MODES, use_process_env
+from ragtune.output import hint, table, to_json
 from ragtune.resources import DEMO_CORPUS
 
 DATA_DIR = Path(os.environ.get("RAGTUNE_DATA", "data"))
@@ -44,16 +49,22 @@ def _client(args: argparse.Namespace) -> GatewayClient:
 
 
 def cmd_devmodel(args: argparse.Namespace) -> int:
+    from ragtune.generation.prompting import PROMPT_FORMAT
     from ragtune.tuning.devdata import default_dev_corpus
     from ragtune.tuning.devmodel import DEV_ADAPTERS, build_devmodel
 
     out = Path(args.out or Path(args.data_dir) / "devmodel")
     built = [out / DEV_MODEL / "config.json"]
     built += [out / "adapters" / spec.name / "ragtune-adapter.yaml" for spec in DEV_ADAPTERS]
-    if args.if_missing and all(path.is_file() for path in built):
+    # The dev model learns the prompt format it is served with: one trained on an older
+    # format (a data dir from before a prompt change) is trained again.
+    stamp = out / "prompt-format"
+    current = stamp.is_file() and stamp.read_text().strip() == PROMPT_FORMAT
+    if args.if_missing and current and all(path.is_file() for path in built):
         print(f"dev model already in {out}")
         return 0
     model = build_devmodel(out, default_dev_corpus(Path(args.corpus)), seed=args.seed)
+    stamp.write_text(PROMPT_FORMAT + "\n")
     print(f"base model: {model.base_dir}")
     for name, path in sorted(model.adapters.items()):
         print(f"adapter {name}: {path}")
@@ -91,21 +102,105 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from ragtune.common.auth import create_key
+    """Keys live in the database (every gateway replica sees a change within seconds); with
+    --keys-file, `create` writes a keys file instead (the Helm chart's Secret)."""
+    import datetime as dt
 
-    keys_file = Path(args.keys_file or Path(args.data_dir) / "keys.yaml")
-    dev_key = Path(args.data_dir) / DEV_KEY_FILE
-    if args.dev:
-        if dev_key.is_file() and keys_file.is_file():
-            print(dev_key.read_text().strip())
+    from ragtune.common.auth import KeyDatabase, KeyStore, create_key, read_keys_file
+    from ragtune.common.errors import RagtuneError, Unauthenticated
+
+    data_dir = Path(args.data_dir)
+    url = args.database_url or f"sqlite:///{data_dir / 'ledger.db'}"
+    keys_file = Path(args.keys_file) if args.keys_file else data_dir / "keys.yaml"
+    adapters = getattr(args, "adapters", None)
+    adapters = [a for a in adapters.split(",") if a] if adapters is not None else None
+    try:
+        if args.action == "create" and args.keys_file and not args.dev:
+            print(
+                create_key(
+                    keys_file,
+                    args.tenant,
+                    admin=args.admin,
+                    adapters=adapters,
+                    description=args.description,
+                )
+            )
             return 0
-        key = create_key(keys_file, args.tenant, admin=True)
-        dev_key.write_text(key + "\n")
-        dev_key.chmod(0o600)
-    else:
-        adapters = [a for a in args.adapters.split(",") if a] if args.adapters is not None else None
-        key = create_key(keys_file, args.tenant, admin=args.admin, adapters=adapters)
-    print(key)
+        if args.action == "create":
+            dev_key = data_dir / DEV_KEY_FILE
+            if args.dev and dev_key.is_file():  # reused while the database or file knows it
+                key = dev_key.read_text().strip()
+                store = KeyStore.open(url, keys_file=keys_file)
+                try:
+                    store.principal_for({"authorization": f"Bearer {key}"})
+                    print(key)
+                    return 0
+                except Unauthenticated:
+                    pass
+                finally:
+                    store.close()
+            db = KeyDatabase(url)
+            try:
+                description = args.description or ("local development" if args.dev else "")
+                key, record = db.create(
+                    args.tenant,
+                    admin=args.admin or args.dev,
+                    adapters=adapters,
+                    description=description,
+                )
+            finally:
+                db.close()
+            if args.dev:
+                dev_key.write_text(key + "\n")
+                dev_key.chmod(0o600)
+            else:
+                print(
+                    f"created API key {record.key_id} ({record.prefix}...) for tenant "
+                    f"{record.tenant}; it is shown once:",
+                    file=sys.stderr,
+                )
+            print(key)
+            return 0
+        file_records = read_keys_file(keys_file) if keys_file.is_file() else []
+        db = KeyDatabase(url)
+        try:
+            if args.action == "revoke":
+                record = db.revoke(args.key_id, file_records=file_records)
+                print(f"revoked API key {record.key_id} of tenant {record.tenant}")
+                return 0
+            db_records = db.records()
+        finally:
+            db.close()
+    except RagtuneError as err:
+        print(f"ragtune: {err}", file=sys.stderr)
+        return 2
+    revoked = {r.sha256 for r in db_records if r.revoked_unix_ms is not None}
+    records = [r for r in file_records if r.sha256 not in revoked] + db_records
+    if not args.all:
+        records = [r for r in records if r.revoked_unix_ms is None]
+    if args.json:
+        print(json.dumps([r.public() for r in records], indent=2))
+        return 0
+
+    def when(ms: int | None) -> str:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M") if ms else ""
+
+    rows = [
+        [
+            r.key_id,
+            r.prefix or "-",
+            r.tenant,
+            "yes" if r.admin else "",
+            "*" if r.adapters is None else ",".join(r.adapters),
+            r.source,
+            when(r.created_unix_ms),
+            when(r.revoked_unix_ms),
+            r.description,
+        ]
+        for r in records
+    ]
+    headers = ["ID", "PREFIX", "TENANT", "ADMIN", "ADAPTERS", "SOURCE", "CREATED", "REVOKED"]
+    print(table([*headers, "DESCRIPTION"], rows))
     return 0
 
 
@@ -139,16 +234,18 @@ def cmd_config(args: argparse.Namespace) -> int:
     config = local_config(
         Path(args.data_dir),
         grpc_port=args.grpc_port,
+        http_port=args.http_port,
         rerank_model=args.rerank_model,
         rerank=not args.no_rerank,
         engine=args.engine,
+        reflection=args.reflection,
     )
     print(yaml.safe_dump(config, sort_keys=False), end="")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ragtune.deployment import load_config, local_config
+    from ragtune.deployment import load_config, local_config, openai_base_url
     from ragtune.local import start_local, stop_local
 
     use_process_env(local_ray=True)
@@ -159,10 +256,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else local_config(
             data_dir,
             grpc_port=args.grpc_port,
+            http_port=args.http_port,
             rerank_model=args.rerank_model,
             rerank=not args.no_rerank,
             engine=args.engine,
             telemetry={"tracing": args.trace, "otlp_endpoint": args.otlp_endpoint},
+            reflection=args.reflection,
         )
     )
     port = config["grpc_options"]["port"]
@@ -184,6 +283,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"http://localhost:{args.metrics_port}/metrics",
             flush=True,
         )
+        if base_url := openai_base_url(config):
+            print(
+                f"OpenAI-compatible API at {base_url} (the API key as bearer token; "
+                "docs/openai-api.md)",
+                flush=True,
+            )
         if args.demo:
             args.target = f"localhost:{port}"
             _demo(args)
@@ -225,8 +330,7 @@ def _path_name(path: int) -> str:
     return common_pb2.Path.Name(path).removeprefix("PATH_")
 
 
-def _print_answer(reply, *, with_answer: bool = True) -> None:
-    route = reply.route
+def _print_route(route) -> None:
     print(
         f"route: {_path_name(route.path)}"
         + (f"  adapter={route.adapter}" if route.adapter else "")
@@ -237,13 +341,31 @@ def _print_answer(reply, *, with_answer: bool = True) -> None:
     print(
         f"expect: {route.expected_latency_ms:.0f} ms, {route.expected_cost_micro_usd} micro-USD; "
         f"confidence {route.confidence:.2f}"
-        + (f"; probe top score {route.probe.top_score:.3f}" if route.HasField("probe") else "")
+        + (
+            f"; probe top score {route.probe.top_score:.3f} (cosine)"
+            if route.HasField("probe")
+            else ""
+        ),
+        flush=True,
     )
+
+
+def _print_answer(reply, *, with_answer: bool = True, with_route: bool = True) -> None:
+    if with_route:
+        _print_route(reply.route)
     if with_answer:
         print(f"answer: {reply.answer.strip()}")
-    for c in reply.citations:
+    if reply.finish_reason == "length":
         print(
-            f"  [{c.marker}] {c.doc_id} ({c.chunk_id}, score {c.score:.3f}): "
+            f"finish: length (cut at max_tokens after {reply.usage.completion_tokens} tokens: "
+            "the answer is incomplete; raise --max-tokens)"
+        )
+    for c in reply.citations:
+        # doc_id and title, not a path: where the server read the file is its own business.
+        title = c.metadata.get("title", "")
+        label = f"{c.doc_id}" + (f' "{title}"' if title and title != c.doc_id else "")
+        print(
+            f"  [{c.marker}] {label} (score {c.score:.3f} {c.score_kind or 'cosine'}): "
             f"{' '.join(c.snippet.split())[:100]}"
         )
     print("timings: " + ", ".join(f"{t.stage} {t.ms:.0f} ms" for t in reply.timings))
@@ -258,6 +380,28 @@ def _print_answer(reply, *, with_answer: bool = True) -> None:
         f"tokens: embed {u.embedding_tokens}, rerank {u.rerank_tokens}, "
         f"prompt {u.prompt_tokens}, completion {u.completion_tokens}"
     )
+    if reply.model:
+        print(f"model:  {reply.model}" + (DEV_MODEL_NOTE if reply.model == DEV_MODEL else ""))
+
+
+DEV_MODEL_NOTE = (
+    " (the dev model `make run` trains in a minute on the demo corpus: it shows the "
+    "mechanics, not answer quality; serve a real model with generation.model_path)"
+)
+SCORES_NOTE = (
+    "scores: cosine = dense similarity (0-1); rrf = rank fusion (about 1/60 at best: hybrid "
+    "search or the reranker fused with retrieval order); rerank-* = the reranker's own"
+)
+
+
+def _filters(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--filter {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -274,6 +418,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             "tone": args.tone,
             "latency_budget_ms": args.budget_ms,
             "max_cost_micro_usd": args.max_cost,
+            "filter": _filters(args.filter),
         }.items()
         if v
     }
@@ -284,60 +429,42 @@ def cmd_ask(args: argparse.Namespace) -> int:
             for event in client.answer_stream(args.question, path=args.path, **fields):
                 kind = event.WhichOneof("event")
                 if kind == "route":
-                    print(
-                        f"[route {_path_name(event.route.path)}: {event.route.explanation}]",
-                        flush=True,
-                    )
+                    _print_route(event.route)
+                    print("answer: ", end="", flush=True)
                 elif kind == "delta":
                     print(event.delta, end="", flush=True)
                 else:
                     print()
-                    _print_answer(event.done, with_answer=False)
+                    _print_answer(event.done, with_answer=False, with_route=False)
             return 0
         reply = client.answer(args.question, path=args.path, **fields)
     if args.json:
-        from google.protobuf.json_format import MessageToDict
-
-        print(json.dumps(MessageToDict(reply), indent=2))
+        print(json.dumps(to_json(reply), indent=2))
     else:
         _print_answer(reply)
+        if reply.citations and args.verbose:
+            print(SCORES_NOTE)
     return 0
-
-
-def _batches(items: Iterable, size: int):
-    iterator = iter(items)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from ragtune.documents.command import Options, ingest
 
-    from ragtune import documents
-
-    if args.beir:
-        docs, total = (
-            documents.from_beir(Path(args.beir)),
-            documents.count_lines(Path(args.beir) / "corpus.jsonl"),
-        )
-    elif args.paths:
-        paths = [Path(p) for p in args.paths]
-        docs = itertools.chain.from_iterable(documents.from_path(p) for p in paths)
-        total = sum(documents.count(p) for p in paths)
-    else:
-        print("ragtune ingest: give files/folders or --beir DIR", file=sys.stderr)
+    if bool(args.paths) == bool(args.beir):
+        print("ragtune ingest: give files/folders, or --beir DIR", file=sys.stderr)
         return 2
-    n_docs = n_chunks = seq = 0
-    with (
-        _client(args) as client,
-        tqdm(total=total, unit="doc", desc=f"ingest → {args.collection}") as bar,
-    ):
-        for batch in _batches(docs, args.batch):
-            reply = client.ingest(args.collection, batch, create=True)
-            n_docs, n_chunks, seq = n_docs + reply.documents, n_chunks + reply.chunks, reply.seq
-            bar.update(len(batch))
-    print(f"ingested {n_docs} documents as {n_chunks} chunks into {args.collection!r} (seq {seq})")
-    return 0
+    options = Options(
+        args.collection,
+        tuple(Path(p) for p in args.paths),
+        Path(args.beir) if args.beir else None,
+        batch=args.batch,
+        in_flight=args.in_flight,
+        force=args.force,
+        json=args.json,
+        every_file=args.every_file,
+    )
+    with _client(args) as client:
+        return ingest(options, client.stub, metadata=client.metadata, timeout_s=client.timeout_s)
 
 
 def cmd_adapters(args: argparse.Namespace) -> int:
@@ -347,25 +474,99 @@ def cmd_adapters(args: argparse.Namespace) -> int:
             print(f"loaded {reply.adapter.name} in {reply.load_ms:.0f} ms")
         elif args.action == "unload":
             print(f"unloaded {client.unload_adapter(args.name).adapter.name}")
-        for a in client.list_adapters().adapters:
-            state = "loaded" if a.loaded else "not loaded"
-            if a.resident_on:  # with a shared catalog: where, across the replicas
-                n = len(a.resident_on)
-                state = f"loaded on {n} replica" + ("s" if n > 1 else "")
-            by = f" (loaded by {a.registered_by})" if a.registered_by else ""
-            print(
-                f"{a.name:16} {state:21} rank {a.rank:<3} {a.output_format or '-':8} "
-                f"{a.tone or '-':10} {a.description}{by}"
-            )
+        listed = client.list_adapters()
+    if args.json:
+        print(json.dumps(to_json(listed), indent=2))
+        return 0
+    rows = []
+    for a in listed.adapters:
+        state = "loaded" if a.loaded else "not loaded"
+        if a.resident_on:  # with a shared catalog: where, across the replicas
+            n = len(a.resident_on)
+            state = f"loaded on {n} replica" + ("s" if n > 1 else "")
+        last = (
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.last_used_unix_ms / 1000))
+            if a.last_used_unix_ms
+            else "never"
+        )
+        rows.append([
+            a.name, state, a.rank, a.output_format, a.tone, f"{a.size_bytes / 1e6:.1f} MB",
+            last, f"{a.load_ms:.0f} ms" if a.load_ms else "-", a.registered_by or "shipped",
+            a.description,
+        ])  # fmt: skip
+    headers = ["name", "state", "rank", "format", "tone", "size", "last used (UTC)", "load",
+               "registered by", "description"]  # fmt: skip
+    print(table(headers, rows))
+    if listed.base_model:
+        print(f"base model: {listed.base_model}")
     return 0
 
 
 def cmd_collections(args: argparse.Namespace) -> int:
+    action = args.action
+    if action != "list" and not args.name:
+        raise ValueError(f"collections {action} needs a collection name")
     with _client(args) as client:
-        for c in client.list_collections().collections:
-            print(
-                f"{c.name:20} {c.document_count:6} docs {c.chunk_count:7} chunks  {c.dims} dims  {c.embedding_model}"
-            )
+        if action == "create":
+            created = client.create_collection(
+                args.name, index_type=args.index_type or "", metric=args.metric or "",
+                lexical=args.lexical,
+            )  # fmt: skip
+            return _print_collection(created.collection, None, args.json)
+        if action == "show":
+            shown = client.get_collection(args.name)
+            last = shown.last_ingest if shown.HasField("last_ingest") else None
+            return _print_collection(shown.collection, last, args.json, shown)
+        if action == "delete":
+            if not args.yes:
+                raise ValueError(
+                    f"deleting {args.name!r} removes all its documents: add --yes to confirm"
+                )
+            client.delete_collection(args.name)
+            print(f"deleted collection {args.name!r}")
+            return 0
+        listed = client.list_collections()
+    if args.json:
+        print(json.dumps(to_json(listed), indent=2))
+        return 0
+    rows = [
+        [c.name, c.document_count, c.chunk_count, c.index_type or "flat", c.metric or "ip",
+         "yes" if c.lexical else "no", c.dims, c.embedding_model]
+        for c in listed.collections
+    ]  # fmt: skip
+    if not rows:
+        print("no collections yet: `ragtune ingest PATH --collection NAME` creates one")
+        return 0
+    headers = ["name", "documents", "chunks", "index", "metric", "lexical", "dims", "embedder"]
+    print(table(headers, rows))
+    return 0
+
+
+def _print_collection(c, last, as_json: bool, reply=None) -> int:
+    if as_json:
+        print(json.dumps(to_json(reply if reply is not None else c), indent=2))
+        return 0
+    print(f"collection {c.name}: {c.document_count} documents, {c.chunk_count} chunks")
+    print(f"  index {c.index_type or 'flat'} (serving {c.active_index or c.index_type or 'flat'}),"
+          f" metric {c.metric or 'ip'}, lexical {'yes (answers search hybrid)' if c.lexical else 'no'}")  # fmt: skip
+    print(f"  embedder {c.embedding_model} ({c.dims} dims)")
+    if last is not None:
+        state = "complete" if last.complete else "INCOMPLETE (interrupted? run it again to resume)"
+        print(
+            f"  last ingest {last.ingest_id} ({last.source or 'no source given'}): {state}; "
+            f"{last.documents} documents, {last.chunks} chunks, {last.started_at} - {last.updated_at}"
+        )
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        reply = client.delete_documents(args.collection, args.doc_ids)
+    print(
+        f"deleted {reply.chunks} chunks of {len(args.doc_ids)} document id(s) from "
+        f"{args.collection!r} (seq {reply.seq})"
+        + ("; none of those ids was stored" if not reply.chunks else "")
+    )
     return 0
 
 
@@ -380,9 +581,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     with _client(args) as client:
         reply = client.usage(args.since or "", args.until or "")
     if args.json:
-        from google.protobuf.json_format import MessageToDict
-
-        print(json.dumps(MessageToDict(reply, always_print_fields_with_no_presence=True), indent=2))
+        print(json.dumps(to_json(reply), indent=2))
         return 0
     print(f"tenant {reply.tenant}")
     print(
@@ -453,6 +652,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port (default 9000)"
         )
         p.add_argument(
+            "--http-port",
+            type=int,
+            default=DEFAULT_HTTP_PORT,
+            help="Serve's HTTP port: the OpenAI-compatible API under /v1 (default 8000)",
+        )
+        p.add_argument(
             "--rerank-model",
             help="local CrossEncoder directory to rerank with instead of the default (MaxSim)",
         )
@@ -463,10 +668,15 @@ def build_parser() -> argparse.ArgumentParser:
             default=DEFAULT_ENGINE,
             help="generation engine for the dev model (default: %(default)s; docs/generation.md)",
         )
+        p.add_argument(
+            "--reflection",
+            action="store_true",
+            help="answer gRPC server reflection (grpcurl) for the gateway; off by default",
+        )
 
     p = sub.add_parser(
         "serve",
-        help="start every service on a local Ray Serve and serve gRPC",
+        help="start every service on a local Ray Serve; serve gRPC and the OpenAI-compatible API",
         description="Deploy a Serve multi-application config locally and keep serving.",
     )
     p.add_argument(
@@ -554,38 +764,92 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("keys", help="create API keys (stored hashed in the keys file)")
-    p.add_argument("action", choices=["create"])
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--admin", action="store_true", help="may load and unload adapters")
-    p.add_argument(
+    p = sub.add_parser(
+        "keys",
+        help="create, list and revoke API keys (stored hashed in the database)",
+        description="API keys, stored as SHA-256 hashes in the gateway's database (default "
+        "sqlite:///DATA_DIR/ledger.db, the local stack's): a key created or revoked here takes "
+        "effect on every gateway replica within seconds. The gateway also accepts the keys of "
+        "its keys file (DATA_DIR/keys.yaml locally; a Secret under the Helm chart).",
+    )
+    keys = p.add_subparsers(dest="action", required=True)
+
+    def keys_opts(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--database-url",
+            help="the gateway's database_url (default: sqlite:///DATA_DIR/ledger.db)",
+        )
+        q.add_argument(
+            "--keys-file",
+            help="a keys file (default DATA_DIR/keys.yaml): create writes the key there instead "
+            "of the database (for the Helm chart's Secret); list and revoke include its keys",
+        )
+        q.set_defaults(func=cmd_keys)
+
+    q = keys.add_parser("create", help="make a key; it is printed once")
+    q.add_argument("--tenant", required=True)
+    q.add_argument("--admin", action="store_true", help="may load and unload adapters")
+    q.add_argument(
         "--adapters",
         help="comma-separated adapters this key may use (default: every registered adapter; "
         "'' for none); others are refused with PERMISSION_DENIED",
     )
-    p.add_argument("--keys-file", help="default: DATA_DIR/keys.yaml")
-    p.add_argument(
+    q.add_argument("--description", default="", help="who or what the key is for")
+    q.add_argument(
         "--dev",
         action="store_true",
-        help="local development: reuse DATA_DIR/dev-api-key if present, else create an admin key and save it there",
+        help="local development: reuse DATA_DIR/dev-api-key while it is valid, else create an "
+        "admin key and save it there",
     )
-    p.set_defaults(func=cmd_keys)
+    keys_opts(q)
+    q = keys.add_parser("list", help="the keys: id, prefix, tenant, flags (never the key)")
+    q.add_argument("--all", action="store_true", help="revoked keys too")
+    q.add_argument("--json", action="store_true", help="JSON instead of a table")
+    keys_opts(q)
+    q = keys.add_parser("revoke", help="refuse a key from now on (every replica within seconds)")
+    q.add_argument("key_id", help="the key's ID, as `ragtune keys list` shows it")
+    keys_opts(q)
+
+    from ragtune.documents import command as ingest_command
 
     p = sub.add_parser(
-        "ingest", help="chunk, embed and store documents (files, folders, JSONL or BEIR)"
+        "ingest",
+        help="chunk, embed and store documents (files, folders, JSONL or BEIR)",
+        description=ingest_command.DESCRIPTION,
+        epilog=ingest_command.EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="*", help="Markdown/text files or folders, or .jsonl files")
-    p.add_argument("--beir", help="BEIR folder (corpus.jsonl)")
+    p.add_argument("paths", nargs="*", help="files or folders (types above), or .jsonl files")
+    p.add_argument("--beir", help="BEIR folder (its corpus.jsonl)")
     p.add_argument("--collection", required=True)
-    p.add_argument("--batch", type=int, default=32, help="documents per Ingest call")
+    p.add_argument("--batch", type=int, default=ingest_command.DEFAULT_BATCH,
+                   help=f"documents per Ingest call (default {ingest_command.DEFAULT_BATCH})")  # fmt: skip
+    p.add_argument("--in-flight", type=int, default=2,
+                   help="Ingest calls in flight at once (default 2)")  # fmt: skip
+    p.add_argument("--force", action="store_true",
+                   help="send everything again, even when this same ingest completed before")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--every-file", action="store_true",
+                   help="list every file in the report (by default, above 50 files, only "
+                   "those skipped, failed or pending)")  # fmt: skip
     client_opts(p)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("ask", help="ask the gateway a question")
     p.add_argument("question")
     p.add_argument("--path", choices=sorted(PATHS), default="auto")
-    p.add_argument("--adapter")
-    p.add_argument("--collection")
+    p.add_argument("--adapter", help="LoRA adapter for TUNED/HYBRID (`ragtune adapters list`)")
+    p.add_argument(
+        "--collection",
+        help="collection to search (default: the gateway's default_collection, 'default'; "
+        "`make run` ingests the demo into 'demo'; `ragtune collections` lists yours)",
+    )
+    p.add_argument(
+        "--filter",
+        action="append",
+        metavar="KEY=VALUE",
+        help="search only chunks whose metadata has KEY=VALUE (repeatable: all must hold)",
+    )
     p.add_argument("--top-k", type=int)
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--cite", action="store_true", help="citations required: always retrieve")
@@ -597,6 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cost", type=int, help="cost budget in micro-USD")
     p.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     p.add_argument("--json", action="store_true", help="print the whole reply as JSON")
+    p.add_argument("--verbose", action="store_true", help="also explain the citation scores")
     client_opts(p)
     p.set_defaults(func=cmd_ask)
 
@@ -607,6 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         help="adapter directory or fsspec URL (s3://...) to load from (default: the adapters dir)",
     )
+    p.add_argument("--json", action="store_true", help="the listing as JSON")
     client_opts(p)
     p.set_defaults(func=cmd_adapters)
 
@@ -636,9 +902,32 @@ def build_parser() -> argparse.ArgumentParser:
     client_opts(p)
     p.set_defaults(func=cmd_usage)
 
-    p = sub.add_parser("collections", help="list your collections")
+    p = sub.add_parser(
+        "collections",
+        help="list, create, show or delete your collections",
+        description="Collections of your tenant. `show` gives settings, counts and whether the "
+        "last bulk ingest completed.",
+    )
+    p.add_argument("action", nargs="?", choices=["list", "create", "show", "delete"],
+                   default="list")  # fmt: skip
+    p.add_argument("name", nargs="?")
+    p.add_argument(
+        "--index-type", help="create: flat (default, exact), hnsw, ivf_pq (docs/retrieval.md)"
+    )
+    p.add_argument("--metric", choices=["ip", "l2"], help="create: ip (default: cosine) or l2")
+    p.add_argument("--lexical", action="store_true",
+                   help="create: keep a BM25 index too; answers then search hybrid")  # fmt: skip
+    p.add_argument("--yes", action="store_true", help="delete: confirm")
+    p.add_argument("--json", action="store_true", help="print as JSON")
     client_opts(p)
     p.set_defaults(func=cmd_collections)
+
+    p = sub.add_parser("docs", help="delete documents from a collection")
+    p.add_argument("action", choices=["delete"])
+    p.add_argument("doc_ids", nargs="+", metavar="DOC_ID", help="ids given at ingest")
+    p.add_argument("--collection", required=True)
+    client_opts(p)
+    p.set_defaults(func=cmd_docs)
     return parser
 
 
@@ -652,7 +941,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except grpc.RpcError as err:
         print(f"ragtune: {err.code().name}: {err.details()}", file=sys.stderr)
+        next_step = hint(err.code(), err.details() or "", _target(args) if "target" in args else "")
+        if next_step:
+            print(f"hint: {next_step}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("ragtune: interrupted", file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError) as err:
         print(f"ragtune: {err}", file=sys.stderr)
         return 2

@@ -19,9 +19,12 @@ from ragtune.common.services import (
     EMBEDDING,
     GATEWAY,
     GENERATION,
+    HTTP_APPS,
+    OPENAI,
     RERANK,
     RETRIEVAL,
     SERVICES,
+    HttpAppSpec,
     ServiceSpec,
 )
 
@@ -31,17 +34,20 @@ DEV_MODEL = "ragtune-dev-llama"
 ENGINES = ("vllm", "transformers")
 DEFAULT_ENGINE = "transformers"  # the faster on the dev model on CPUs: docs/generation.md
 DEV_KV_CACHE_BYTES = 1 << 30
+REFLECTION_SERVICER = "ragtune.common.servicers.add_ReflectionServicer_to_server"
 
 
 def app_entry(
-    spec: ServiceSpec[Any], args: dict[str, Any], *, num_cpus: float | None = None
+    spec: ServiceSpec[Any] | HttpAppSpec, args: dict[str, Any], *, num_cpus: float | None = None
 ) -> dict[str, Any]:
-    """One ``applications:`` entry of a Serve config for the service ``spec``, with its
-    default deployment options from the service table."""
+    """One ``applications:`` entry of a Serve config for the service or HTTP app ``spec``,
+    with its default deployment options from the service table."""
+    # Every service needs a route prefix, or Serve's gRPC proxy cannot reach it; an HTTP app's
+    # is where its paths start on the HTTP port.
+    prefix = spec.route_prefix if isinstance(spec, HttpAppSpec) else f"/{spec.name}"
     return {
         "name": spec.name,
-        # Every app needs a route prefix, or Serve's gRPC proxy cannot reach it.
-        "route_prefix": f"/{spec.name}",
+        "route_prefix": prefix,
         "import_path": spec.builder,
         "args": args,
         "deployments": [
@@ -49,6 +55,11 @@ def app_entry(
                 "name": spec.deployment,
                 "num_replicas": 1,
                 "max_ongoing_requests": spec.max_ongoing,
+                **(
+                    {"max_queued_requests": spec.max_queued}
+                    if isinstance(spec, ServiceSpec)
+                    else {}
+                ),
                 "ray_actor_options": {"num_cpus": spec.num_cpus if num_cpus is None else num_cpus},
                 "logging_config": {"enable_access_log": spec.access_log},
             }
@@ -62,15 +73,22 @@ def serve_config(
     grpc_port: int = DEFAULT_GRPC_PORT,
     http_port: int = DEFAULT_HTTP_PORT,
     services: Iterable[ServiceSpec[Any]] = SERVICES,
+    reflection: bool = False,
 ) -> dict[str, Any]:
     """A whole Serve config: ``applications`` behind a gRPC ingress that serves every proto
-    service of ``services`` (Serve needs their servicer functions to decode requests)."""
+    service of ``services`` (Serve needs their servicer functions to decode requests), and the
+    standard health service with the gateway's. ``reflection`` adds server reflection of the
+    public services (Serve's own, which would list every registered service, stays off)."""
+    servicers = [spec.servicer_function for spec in services]
+    if reflection:
+        servicers.append(REFLECTION_SERVICER)
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": http_port},
         "grpc_options": {
             "port": grpc_port,
-            "grpc_servicer_functions": [spec.servicer_function for spec in services],
+            "grpc_servicer_functions": servicers,
+            "enable_reflection": False,
         },
         "applications": applications,
     }
@@ -100,6 +118,7 @@ def local_config(
     model_dir: Path | None = None,
     telemetry: dict[str, Any] | None = None,
     engine: str = DEFAULT_ENGINE,
+    reflection: bool = False,
 ) -> dict[str, Any]:
     """The default CPU deployment: MiniLM embedder, FAISS CPU over SQLite, the dev model on
     ``engine`` (transformers + PEFT by default, the faster on the dev model on CPUs; vLLM's
@@ -110,6 +129,7 @@ def local_config(
     ``rerank_model``. ``rerank=False`` leaves the rerank application out.
     ``model_dir`` holds ``ragtune-dev-llama/`` and ``adapters/`` (default: DATA_DIR/devmodel).
     ``telemetry`` (a ``TelemetryConfig`` as a dict) goes to every application.
+    The OpenAI-compatible API (docs/openai-api.md) answers on ``http_port`` under ``/v1``.
     """
     data_dir = data_dir.resolve()
     model_dir = (model_dir or data_dir / "devmodel").resolve()
@@ -138,10 +158,21 @@ def local_config(
         },
     }
     apps = [app_entry(spec, args[spec]) for spec in SERVICES if rerank or spec is not RERANK]
+    apps.append(app_entry(OPENAI, {}))  # the OpenAI-compatible API on the HTTP port
     if telemetry:
         for app in apps:
             app["args"]["telemetry"] = dict(telemetry)
-    return serve_config(apps, grpc_port=grpc_port, http_port=http_port)
+    return serve_config(apps, grpc_port=grpc_port, http_port=http_port, reflection=reflection)
+
+
+def openai_base_url(config: dict[str, Any], host: str = "localhost") -> str | None:
+    """Where ``config`` serves the OpenAI-compatible API (an OpenAI client's ``base_url``), or
+    None when it deploys no such application."""
+    for app in config.get("applications", []):
+        if app.get("import_path") == OPENAI.builder:
+            port = config.get("http_options", {}).get("port", DEFAULT_HTTP_PORT)
+            return f"http://{host}:{port}{app['route_prefix']}"
+    return None
 
 
 def chart_table() -> dict[str, Any]:
@@ -149,9 +180,11 @@ def chart_table() -> dict[str, Any]:
     helm/ragtune/files/): the Serve config of every service with its default deployment
     options and empty args, which the chart's templates fill from its values, and each
     service's gRPC servicer function, so the chart can register the public one alone (the
-    gateway, whose proto service routes and ingresses match)."""
+    gateway, whose proto service routes and ingresses match). The HTTP apps (the
+    OpenAI-compatible API) follow the services in ``applications``."""
+    applications: list[ServiceSpec[Any] | HttpAppSpec] = [*SERVICES, *HTTP_APPS]
     return {
-        "serveConfig": serve_config([app_entry(spec, {}) for spec in SERVICES]),
+        "serveConfig": serve_config([app_entry(spec, {}) for spec in applications]),
         "servicers": {spec.name: spec.servicer_function for spec in SERVICES},
         "public": GATEWAY.name,
         "publicService": GATEWAY.descriptor.full_name,

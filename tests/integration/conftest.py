@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
 
+import grpc
 import pytest
 
 from ragtune import documents
 from ragtune.client import GatewayClient
 from ragtune.common.auth import create_key
-from ragtune.common.services import GENERATION, RETRIEVAL
-from ragtune.deployment import app_entry, local_config
+from ragtune.common.services import GENERATION, OPENAI, RETRIEVAL
+from ragtune.common.serving import INTERNAL_TOKEN_ENV, INTERNAL_TOKEN_HEADER
+from ragtune.deployment import app_entry, local_config, openai_base_url
 from ragtune.local import start_local, stop_local
 from tests.conftest import DEMO_CORPUS, free_port
 from tests.integration.otlp import Receiver
@@ -26,9 +29,38 @@ class Platform:
     acme_key: str  # admin of tenant acme
     globex_key: str  # plain key of tenant globex
     spans: Receiver  # the OTLP/gRPC receiver every service exports its spans to
+    openai_url: str  # base URL of the OpenAI-compatible API on Serve's HTTP port (".../v1")
 
     def client(self, key: str | None = None) -> GatewayClient:
         return GatewayClient(self.target, self.acme_key if key is None else key, timeout_s=120)
+
+    @staticmethod
+    def internal(app: str) -> list[tuple[str, str]]:
+        """Metadata of a direct call to an internal service (tests only: clients cannot)."""
+        return [("application", app), (INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN)]
+
+
+# The platform's internal credential for this test session: internal services refuse gRPC
+# calls without it (ragtune.common.serving.check_network_caller); the tests that call one
+# directly send it. Set before Ray starts: the replicas inherit the environment.
+INTERNAL_TOKEN = secrets.token_urlsafe(16)
+
+
+def internal_channel(target: str) -> grpc.Channel:
+    """A channel whose every call carries the internal credential (for a replica's own port)."""
+
+    class AddToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+        def _with_token(self, details):
+            metadata = [*(details.metadata or []), (INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN)]
+            return details._replace(metadata=metadata)
+
+        def intercept_unary_unary(self, continuation, details, request):
+            return continuation(self._with_token(details), request)
+
+        def intercept_unary_stream(self, continuation, details, request):
+            return continuation(self._with_token(details), request)
+
+    return grpc.intercept_channel(grpc.insecure_channel(target), AddToken())
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +109,9 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory, otlp_receiver):
     adapters2.update(name="adapters2", route_prefix="/adapters2")
     adapters2["deployments"][0]["num_replicas"] = 2
     config["applications"].append(adapters2)
+    # The OpenAI-compatible API: a token CPU share too (JSON around gateway calls).
+    openai = next(a for a in config["applications"] if a["name"] == OPENAI.name)
+    openai["deployments"][0]["ray_actor_options"]["num_cpus"] = 0.01
     gateway = next(a for a in config["applications"] if a["name"] == "gateway")
     # The test cross-encoder is untrained: rerank exactly the passages retrieved, so the
     # wiring is exercised without letting random scores pull in unrelated chunks.
@@ -86,6 +121,7 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory, otlp_receiver):
     metrics_port = free_port()
     # Replicas push metrics every 10 s by default; tests should not wait that long.
     os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
+    os.environ[INTERNAL_TOKEN_ENV] = INTERNAL_TOKEN
     # HAProxy's stats and metrics listeners default to fixed ports: free ones, so the suite
     # runs beside a `ragtune serve`.
     os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
@@ -98,6 +134,7 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory, otlp_receiver):
             acme,
             globex,
             otlp_receiver,
+            openai_base_url(config, host="127.0.0.1"),
         )
     finally:
         stop_local()

@@ -14,10 +14,12 @@ import ray
 from ragtune.local import direct_grpc_targets
 from ragtune.v1 import common_pb2, generation_pb2_grpc
 from ragtune.v1 import generation_pb2 as pb
+from tests.integration.conftest import Platform, internal_channel
 
 pytestmark = pytest.mark.integration
 
 APP = "adapters2"
+TOKEN = Platform.internal(APP)[1:]  # the internal credential (a replica's own port)
 
 
 def replicas(expected: int = 2, *, other_than: frozenset[str] = frozenset(), timeout_s=180):
@@ -40,7 +42,7 @@ def ask(adapter: str, max_tokens: int = 24) -> pb.GenerateRequest:
 
 
 def stub(target: str) -> generation_pb2_grpc.GenerationStub:
-    return generation_pb2_grpc.GenerationStub(grpc.insecure_channel(target))
+    return generation_pb2_grpc.GenerationStub(internal_channel(target))
 
 
 def test_an_adapter_loaded_once_serves_on_every_replica_and_unloads_under_load(platform, devmodel):
@@ -78,7 +80,9 @@ def test_an_adapter_loaded_once_serves_on_every_replica_and_unloads_under_load(p
             nonlocal ok, failed
             last = None
             try:
-                async for piece in stubs[i % 2].GenerateStream(ask(adapter, 48), timeout=120):
+                async for piece in stubs[i % 2].GenerateStream(
+                    ask(adapter, 48), timeout=120, metadata=TOKEN
+                ):
                     started[i].set()
                     last = piece
                 ok += bool(last is not None and last.finish_reason)
@@ -89,7 +93,9 @@ def test_an_adapter_loaded_once_serves_on_every_replica_and_unloads_under_load(p
 
         traffic = [asyncio.create_task(one(i, a)) for i, a in enumerate(mix)]
         await asyncio.gather(*(event.wait() for event in started))  # every stream is running
-        await stubs[0].UnloadAdapter(pb.UnloadAdapterRequest(name="sea"), timeout=120)
+        await stubs[0].UnloadAdapter(
+            pb.UnloadAdapterRequest(name="sea"), timeout=120, metadata=TOKEN
+        )
         await asyncio.gather(*traffic)
         for channel in channels:
             await channel.close()

@@ -17,7 +17,6 @@ from ragtune.v1 import retrieval_pb2_grpc
 pytestmark = pytest.mark.integration
 
 DIMS = 16
-METADATA = [("application", "freshness")]
 
 
 def unit(seed: int) -> list[float]:
@@ -44,7 +43,7 @@ def test_every_write_is_visible_on_the_next_search_from_either_replica(platform)
         stub.CreateCollection(
             pb.CreateCollectionRequest(tenant="acme", name="live", dims=DIMS,
                                        embedding_model="m", exist_ok=True),
-            metadata=METADATA,
+            metadata=platform.internal("freshness"),
         )  # fmt: skip
         visible_after = []
         for n in range(60):
@@ -53,12 +52,12 @@ def test_every_write_is_visible_on_the_next_search_from_either_replica(platform)
                 pb.UpsertRequest(tenant="acme", collection="live", chunks=[
                     pb.Chunk(chunk_id=f"n{n}#0", doc_id=f"n{n}", text=f"note {n}", vector=unit(n))
                 ]),
-                metadata=METADATA,
+                metadata=platform.internal("freshness"),
             )  # fmt: skip
             found = stub.Search(
                 pb.SearchRequest(tenant="acme", collection="live", query_vector=unit(n), top_k=1,
                                  min_seq=written.seq),
-                metadata=METADATA,
+                metadata=platform.internal("freshness"),
             )  # fmt: skip
             visible_after.append(time.perf_counter() - start)
             assert found.hits[0].chunk.doc_id == f"n{n}", n  # found on every search

@@ -5,11 +5,13 @@ pods, no images; the Serve config itself is the chart's."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -100,13 +102,34 @@ def test_the_cpu_chart_s_serve_config_deploys_and_answers(devmodel, tmp_path):
                 metadata=[("application", "embedding")],
                 timeout=30,
             )
-        # Refused either way: the ingress knows no such method (UNIMPLEMENTED) or routes no
-        # such application (NOT_FOUND), depending on the ingress mode.
-        refusals = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND)
+        # Refused either way: the ingress knows no such method (UNIMPLEMENTED), routes no
+        # such application (NOT_FOUND), or the service itself refuses a call without the
+        # internal credential (PERMISSION_DENIED), depending on the ingress mode.
+        refusals = (
+            grpc.StatusCode.UNIMPLEMENTED,
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
         assert refused.value.code() in refusals, refused.value
         # KubeRay's readiness probes ask Serve's HTTP proxy this on every pod.
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/-/healthz", timeout=30) as r:
             assert r.status == 200
+        # The chart deploys the OpenAI-compatible API on the same HTTP port, under /v1.
+        assert "openai" in apps and apps["openai"]["route_prefix"] == "/v1"
+        models = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/v1/models", headers={"Authorization": f"Bearer {key}"}
+        )
+        deadline = time.monotonic() + 120
+        while True:  # HAProxy learns the HTTP route a moment after Serve reports it running
+            try:
+                with urllib.request.urlopen(models, timeout=30) as r:
+                    listed = [m["id"] for m in json.load(r)["data"]]
+                break
+            except urllib.error.HTTPError as err:
+                if err.code != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        assert listed[0] == "ragtune-dev-llama" and "pirate" in listed
     finally:
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=120)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from ragtune.common.services import EMBEDDING
+from ragtune.common.serving import INTERNAL_TOKEN_ENV, INTERNAL_TOKEN_HEADER
 from ragtune.deployment import app_entry, serve_config
 from ragtune.v1 import embedding_pb2, embedding_pb2_grpc
 from tests.conftest import free_port
@@ -45,6 +46,7 @@ def test_the_python_proxy_ingress_serves_rpcs_and_maps_errors(tmp_path):
     )
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
     ray_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    ray_env[INTERNAL_TOKEN_ENV] = "ingress-test-token"  # embedding is internal: a credential
     process = subprocess.Popen(
         [sys.executable, "-m", "ragtune.cli", "--data-dir", str(tmp_path), "serve",
          "--config", str(tmp_path / "serve.yaml"), "--ingress", "proxy",
@@ -59,11 +61,23 @@ def test_the_python_proxy_ingress_serves_rpcs_and_maps_errors(tmp_path):
         assert not [p for p in tree if "haproxy" in p.name()]
         with grpc.insecure_channel(f"localhost:{port}") as channel:
             stub = embedding_pb2_grpc.EmbeddingStub(channel)
-            metadata = [("application", "embedding")]
+            metadata = [("application", "embedding"), (INTERNAL_TOKEN_HEADER, "ingress-test-token")]
+            with pytest.raises(grpc.RpcError) as refused:  # without it: refused
+                stub.Embed(embedding_pb2.EmbedRequest(texts=["hello"]),
+                           metadata=metadata[:1], timeout=30)  # fmt: skip
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
             reply = stub.Embed(embedding_pb2.EmbedRequest(texts=["hello"]), metadata=metadata)
             assert reply.dims == 384 and len(reply.vectors[0].values) == 384
             with pytest.raises(grpc.RpcError) as bad:
                 stub.Embed(embedding_pb2.EmbedRequest(texts=[]), metadata=metadata, timeout=30)
+            # Bytes that are no EmbedRequest: the caller's error, decoded by ragtune's servicer
+            # function in Serve's proxy, not UNKNOWN with the DecodeError in the details.
+            with pytest.raises(grpc.RpcError) as corrupt:
+                channel.unary_unary("/ragtune.v1.Embedding/Embed")(
+                    b"\xff\xff\xff\xff", metadata=metadata, timeout=30
+                )
+            assert corrupt.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert corrupt.value.details() == "request: not a valid ragtune.v1.EmbedRequest message"
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert bad.value.details().startswith("texts")
     finally:

@@ -91,11 +91,11 @@ def drive_traffic(platform) -> None:
     with grpc.insecure_channel(platform.target) as channel:
         embedding_pb2_grpc.EmbeddingStub(channel).Embed(
             embedding_pb2.EmbedRequest(texts=["word " * 300]),
-            metadata=[("application", "embedding")],
+            metadata=platform.internal("embedding"),
         )
         rerank_pb2_grpc.RerankStub(channel).Rerank(
             rerank_pb2.RerankRequest(query="q", passages=["word " * 600]),
-            metadata=[("application", "rerank")],
+            metadata=platform.internal("rerank"),
         )
 
 
@@ -129,7 +129,7 @@ def test_every_panel_query_returns_data_and_every_rule_evaluates(platform, demo,
         ):
             break
         time.sleep(1)
-    assert len(rules) == 27
+    assert len(rules) == 30
     broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not broken, broken
     recorded = api(prometheus, "query", query="path:ragtune_answers:rate5m")["result"]

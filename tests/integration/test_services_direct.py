@@ -36,7 +36,7 @@ def test_embedding_reports_truncation_in_the_reply_and_in_a_metric(platform):
     with grpc.insecure_channel(platform.target) as channel:
         reply = embedding_pb2_grpc.EmbeddingStub(channel).Embed(
             embedding_pb2.EmbedRequest(texts=["short text", "word " * 300]),
-            metadata=[("application", "embedding")],
+            metadata=platform.internal("embedding"),
         )
     assert list(reply.truncated_tokens) == [0, 302 - 256]
     total = wait_for_metric(
@@ -51,7 +51,7 @@ def test_rerank_reports_truncated_passages_in_the_reply_and_in_a_metric(platform
     with grpc.insecure_channel(platform.target) as channel:
         reply = rerank_pb2_grpc.RerankStub(channel).Rerank(
             rerank_pb2.RerankRequest(query="battery", passages=["short", "long " * 600]),
-            metadata=[("application", "rerank")],
+            metadata=platform.internal("rerank"),
         )
     assert reply.truncated_passages == 1
     assert next(r for r in reply.results if r.index == 1).truncated_tokens > 0
@@ -76,7 +76,7 @@ def test_internal_services_map_bad_input_to_status_codes(platform):
             ),
         ]:
             with pytest.raises(grpc.RpcError) as err:
-                stub.Embed(request, metadata=[("application", "embedding")])
+                stub.Embed(request, metadata=platform.internal("embedding"))
             assert err.value.code() == code and err.value.details().startswith(details)
 
 

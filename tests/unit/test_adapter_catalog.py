@@ -32,6 +32,7 @@ def test_an_adapter_loaded_on_one_replica_is_served_by_all(devmodel, tmp_path):
         model_path=str(devmodel.base_dir),
         adapters_dir=str(devmodel.base_dir.parent / "adapters"),
         database_url=f"sqlite:///{tmp_path}/catalog.db",
+        adapter_roots=[str(tmp_path)],
         sync_interval_s=0.1,
         preload_adapters=[],
     )

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from ragtune import cli
-from ragtune.deployment import load_config, local_config, validate
+from ragtune.deployment import load_config, local_config, openai_base_url, validate
 
 SUBCOMMANDS = [
     "serve",
@@ -32,15 +32,19 @@ def test_every_subcommand_explains_itself(command, capsys):
 
 
 def test_config_prints_a_serve_config_that_ray_accepts(tmp_path, capsys):
-    assert cli.main(["--data-dir", str(tmp_path), "config", "--grpc-port", "9100"]) == 0
+    argv = ["--data-dir", str(tmp_path), "config", "--grpc-port", "9100", "--http-port", "9101"]
+    assert cli.main(argv) == 0
     config = yaml.safe_load(capsys.readouterr().out)
     schema = validate(config)
-    assert schema.grpc_options.port == 9100
+    assert schema.grpc_options.port == 9100 and schema.http_options.port == 9101
     names = [a.name for a in schema.applications]
-    assert names == ["embedding", "retrieval", "rerank", "generation", "gateway"]
+    assert names == ["embedding", "retrieval", "rerank", "generation", "gateway", "openai"]
     rerank = next(a for a in schema.applications if a.name == "rerank")
     assert rerank.args == {}  # the offline default reranker: MaxSim over MiniLM, fused
-    assert all(a.route_prefix == f"/{a.name}" for a in schema.applications)
+    services, openai = schema.applications[:-1], schema.applications[-1]
+    assert all(a.route_prefix == f"/{a.name}" for a in services)
+    assert openai.route_prefix == "/v1"  # OpenAI clients' base URL: http://host:9101/v1
+    assert openai_base_url(config) == "http://localhost:9101/v1"
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     assert load_config(path) == config

@@ -206,7 +206,7 @@ def test_mixed_adapter_batch(small_devmodel: DevModel, tokenizer, prompts, outpu
 
 
 def test_styles_hold_with_rag_context(small_devmodel: DevModel, tokenizer, corpus) -> None:
-    """Gateway "both" route: retrieved passages in the system turn, adapter chosen per row."""
+    """Gateway "both" route: retrieved passages as data in the user turn, adapter per row."""
     from peft import PeftModel
 
     from ragtune.generation.prompting import Passage, build_messages

@@ -320,3 +320,110 @@ def test_budgets_no_path_can_meet_are_refused(gateway):
     with pytest.raises(InvalidArgument) as err:
         ask(gateway, question="q", max_cost_micro_usd=-1)
     assert err.value.field == "max_cost_micro_usd"
+
+
+def test_a_lexical_collection_answers_with_hybrid_search_and_labels_its_scores(gateway):
+    created = run(gateway.CreateCollection(gateway_pb2.GatewayCreateCollectionRequest(
+        name="hyb", index_type="hnsw", lexical=True), gateway.acme))  # fmt: skip
+    assert created.collection.lexical and created.collection.index_type == "hnsw"
+    docs = [
+        gateway_pb2.Document(doc_id="k1", text="The Kestrel drone battery lasts 47 minutes.",
+                             metadata={"team": "air"}),
+        gateway_pb2.Document(doc_id="k2", text="The Kestrel charger takes 90 minutes.",
+                             metadata={"team": "ground"}),
+    ]  # fmt: skip
+    run(gateway.Ingest(gateway_pb2.IngestRequest(collection="hyb", documents=docs), gateway.acme))
+    reply = ask(
+        gateway, question="Kestrel battery minutes?", collection="hyb", path=common_pb2.PATH_RAG
+    )
+    assert {c.score_kind for c in reply.citations} == {"rrf"}
+    assert reply.model  # the base model that answered
+    dense = ask(gateway, question="How long does the Kestrel battery last?", collection="kb")
+    assert {c.score_kind for c in dense.citations} == {"cosine"}
+    # The probe still judges the dense scale: an on-topic question in a hybrid collection
+    # retrieves (RRF scores, ~0.03, would read as "nothing close").
+    auto = ask(gateway, question="How long does the Kestrel drone battery last?", collection="hyb")
+    assert auto.route.path == common_pb2.PATH_RAG
+    filtered = ask(gateway, question="Kestrel?", collection="hyb", path=common_pb2.PATH_RAG,
+                   filter={"team": "ground"})  # fmt: skip
+    assert [c.doc_id for c in filtered.citations] == ["k2"]
+
+
+def test_bad_collection_settings_name_the_field(gateway):
+    with pytest.raises(InvalidArgument) as err:
+        run(gateway.CreateCollection(gateway_pb2.GatewayCreateCollectionRequest(
+            name="x", index_type="btree"), gateway.acme))  # fmt: skip
+    assert err.value.field == "index_type"
+
+
+def test_delete_documents_removes_them_from_answers_and_counts(gateway):
+    before = run(
+        gateway.GetCollection(gateway_pb2.GatewayCollectionRequest(name="kb"), gateway.acme)
+    )
+    assert before.collection.document_count == 3
+    gone = run(gateway.DeleteDocuments(
+        gateway_pb2.DeleteDocumentsRequest(collection="kb", doc_ids=["kestrel", "nope"]), gateway.acme))  # fmt: skip
+    assert gone.chunks == 1
+    after = run(
+        gateway.GetCollection(gateway_pb2.GatewayCollectionRequest(name="kb"), gateway.acme)
+    )
+    assert after.collection.document_count == 2
+    reply = ask(
+        gateway, question="Kestrel drone battery?", collection="kb", path=common_pb2.PATH_RAG
+    )
+    assert "kestrel" not in {c.doc_id for c in reply.citations}
+    # Another tenant's collection of that name does not exist for it.
+    with pytest.raises(NotFound):
+        run(gateway.DeleteDocuments(
+            gateway_pb2.DeleteDocumentsRequest(collection="kb", doc_ids=["lyon"]), gateway.globex))  # fmt: skip
+    with pytest.raises(InvalidArgument, match="doc_ids"):
+        run(
+            gateway.DeleteDocuments(
+                gateway_pb2.DeleteDocumentsRequest(collection="kb"), gateway.acme
+            )
+        )
+
+
+def test_a_bulk_ingest_is_incomplete_until_its_final_call(gateway):
+    def ingest(doc_id: str = "", final: bool = False) -> gateway_pb2.IngestResponse:
+        docs = [gateway_pb2.Document(doc_id=doc_id, text=f"note {doc_id}")] if doc_id else []
+        return run(gateway.Ingest(gateway_pb2.IngestRequest(
+            collection="bulk", documents=docs, create_collection=True, ingest_id="run-1",
+            source="test:notes", final=final), gateway.acme))  # fmt: skip
+
+    def status() -> gateway_pb2.IngestRun:
+        return run(gateway.GetCollection(
+            gateway_pb2.GatewayCollectionRequest(name="bulk"), gateway.acme)).last_ingest  # fmt: skip
+
+    first = ingest("a")
+    assert (first.run.documents, first.run.complete) == (1, False)
+    ingest("b")
+    assert (status().documents, status().complete, status().source) == (2, False, "test:notes")
+    assert ingest(final=True).run.complete
+    assert (status().documents, status().complete) == (2, True)
+    with pytest.raises(InvalidArgument) as err:
+        run(gateway.Ingest(gateway_pb2.IngestRequest(collection="bulk", final=True), gateway.acme))
+    assert err.value.field == "ingest_id"
+    run(gateway.DeleteCollection(gateway_pb2.GatewayCollectionRequest(name="bulk"), gateway.acme))
+    with pytest.raises(NotFound):
+        status()
+
+
+def test_a_spent_budget_stops_the_work_and_says_deadline_exceeded(gateway, generation):
+    from ragtune.common.errors import DeadlineExceeded
+
+    def with_timeout(ms: str) -> CallContext:
+        return CallContext({**gateway.acme.metadata, "ragtune-timeout-ms": ms})
+
+    # A budget spent before any stage: nothing is started.
+    with pytest.raises(DeadlineExceeded, match="before the generate stage"):
+        ask(gateway, with_timeout("0.001"), question="Hi?", path=common_pb2.PATH_TUNED,
+            adapter="pirate")  # fmt: skip
+    # A budget that ends mid-generation: the generation is stopped in the engine.
+    with pytest.raises(DeadlineExceeded, match="during the generate stage"):
+        ask(gateway, with_timeout("300"), question="Tell me everything.",
+            path=common_pb2.PATH_TUNED, adapter="pirate",
+            sampling=common_pb2.SamplingParams(max_tokens=2000, ignore_eos=True))  # fmt: skip
+    assert generation._running == 0  # the engine's row was freed, not left generating
+    with pytest.raises(InvalidArgument, match="ragtune-timeout-ms"):
+        ask(gateway, with_timeout("soon"), question="Hi?")

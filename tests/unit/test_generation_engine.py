@@ -242,7 +242,7 @@ def test_adapters_load_from_object_storage_through_fsspec(service, devmodel):
     assert reply.adapter.loaded and reply.adapter.source == "memory://bucket/adapters/parrot"
     assert STYLE["pirate"](run(service.Generate(request(QUESTIONS[0], "parrot"))).text)
     with pytest.raises(NotFound, match="nothing at"):
-        run(service.LoadAdapter(pb.LoadAdapterRequest(name="ghost", source="memory://nope/x")))
+        run(service.LoadAdapter(pb.LoadAdapterRequest(name="ghost", source="memory://bucket/x")))
     run(service.UnloadAdapter(pb.UnloadAdapterRequest(name="parrot")))
 
 

@@ -88,8 +88,10 @@ def test_an_adapter_for_another_base_model_is_refused(service, devmodel, tmp_pat
     (bad / "adapter_config.json").unlink()
     with pytest.raises(InvalidArgument, match="adapter_config.json"):
         run(service.LoadAdapter(pb.LoadAdapterRequest(name="alien", source=str(bad))))
-    names = [a.name for a in run(service.ListAdapters(pb.ListAdaptersRequest())).adapters]
-    assert names == ["json-answer", "pirate", "tldr"]
+    listing = run(service.ListAdapters(pb.ListAdaptersRequest()))
+    assert [a.name for a in listing.adapters] == ["json-answer", "pirate", "tldr"]
+    # The base model every adapter declares (what the OpenAI-compatible API lists first).
+    assert {a.base_model for a in listing.adapters} == {listing.base_model} != {""}
 
 
 def test_bad_requests(service):

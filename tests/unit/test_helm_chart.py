@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ragtune.common.services import SERVICES, by_name
+from ragtune.common.services import HTTP_APPS, SERVICES, app_by_name, by_name
 from ragtune.deployment import DEV_MODEL, validate
 from ragtune.local import INGRESS_MODES
 from tests.conftest import REPO
@@ -99,6 +99,7 @@ CASES = {
     "cpu": (example_values("cpu"), [MONITORING]),
     "gpu": (example_values("gpu"), [MONITORING]),
     "no-crds": ({}, []),
+    "no-openai": ({"services": {"openai": {"enabled": False}}}, []),
     "everything": (EVERYTHING, [MONITORING, GATEWAY_API]),
     "incremental": ({"upgradeStrategy": INCREMENTAL}, []),
     "strategy-none": ({"upgradeStrategy": {"type": "None"}}, []),
@@ -178,13 +179,38 @@ def test_every_rendered_object_validates(rendered, case):
     config = serve_config(rendered[case])
     validate(config)  # Ray's own ServeDeploySchema
     for app in config["applications"]:  # what each application's build(args) validates
-        by_name(app["name"]).config_class().model_validate(app["args"])
+        app_by_name(app["name"]).config_class().model_validate(app["args"])
 
 
 def test_the_chart_deploys_every_service_of_the_table(rendered):
-    assert list(DEFAULTS["services"]) == [s.name for s in SERVICES]
+    table = (*SERVICES, *HTTP_APPS)
+    assert list(DEFAULTS["services"]) == [s.name for s in table]
     apps = serve_config(rendered["default"])["applications"]
-    assert [(a["name"], a["import_path"]) for a in apps] == [(s.name, s.builder) for s in SERVICES]
+    assert [(a["name"], a["import_path"]) for a in apps] == [(s.name, s.builder) for s in table]
+    openai = next(a for a in apps if a["name"] == "openai")
+    assert openai["route_prefix"] == "/v1"  # OpenAI clients' base URL: http://SERVICE:PORT/v1
+    no_openai = serve_config(rendered["no-openai"])["applications"]
+    assert [a["name"] for a in no_openai] == [s.name for s in SERVICES]
+
+
+def test_the_gateway_service_carries_the_openai_api_only_when_deployed(rendered):
+    """KubeRay 1.7 builds the gateway Service from the head's container ports named "serve" or
+    "serve-*", taking our definitions of those names: the HTTP port is named so only while
+    the OpenAI-compatible API is deployed."""
+    http = serve_config(rendered["default"])["http_options"]["port"]
+    for case, served in (("default", True), ("no-openai", False)):
+        spec = one(rendered[case], "RayService")["spec"]
+        ports = {p["name"]: p for p in spec["serveService"]["spec"]["ports"]}
+        head = spec["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        serving = {p["name"] for p in head["ports"] if p["name"].startswith("serve")}
+        assert serving == set(ports)  # each Service port names a serving container port
+        assert ("serve-http" in ports) is served
+        if served:
+            assert ports["serve-http"]["port"] == DEFAULTS["gateway"]["httpPort"]
+            assert ports["serve-http"]["targetPort"] == "serve-http"
+            assert {"name": "serve-http", "containerPort": http} in head["ports"]
+        else:
+            assert {"name": "http", "containerPort": http} in head["ports"]
 
 
 def test_head_runs_no_replicas(rendered):
@@ -246,15 +272,20 @@ def test_secrets_are_referenced_never_inlined(rendered, case):
 
 
 def test_network_policy_opens_only_the_gateway(rendered):
-    for case in ("default", "everything"):
+    for case in ("default", "everything", "no-openai"):
         values = merged(DEFAULTS, CASES[case][0])
         policy = one(rendered[case], "NetworkPolicy")["spec"]
         release = policy["podSelector"]["matchLabels"]
         assert policy["policyTypes"] == ["Ingress"]
+        # The gateway's gRPC port, and Serve's HTTP port while it serves the OpenAI API.
+        public = {values["gateway"]["port"]}
+        if values["services"]["openai"]["enabled"]:
+            public.add(serve_config(rendered[case])["http_options"]["port"])
+        assert any({p["port"] for p in r.get("ports", [])} == public for r in policy["ingress"])
         for rule in policy["ingress"]:
             ports = {p["port"] for p in rule.get("ports", [])}
             peers = rule.get("from", [])
-            if ports == {values["gateway"]["port"]}:  # the gateway: anyone, or gatewayFrom
+            if ports == public:  # the gateway: anyone, or gatewayFrom
                 assert peers == values["networkPolicy"]["gatewayFrom"]
             elif not ports:  # every port, but only from the release's own pods
                 assert peers == [{"podSelector": {"matchLabels": release}}]

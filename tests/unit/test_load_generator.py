@@ -40,7 +40,7 @@ class FakeGateway:
             ],
         )
 
-    async def unary(self, rpc: str, request: Any, key: str, timeout_s: float) -> Any:
+    async def answer(self, request: Any, key: str, timeout_s: float) -> Any:
         self.calls.append(request)
         if getattr(request, "adapter", "") == "bad!":
             raise CallError("INVALID_ARGUMENT", "adapter: bad name")
@@ -48,7 +48,7 @@ class FakeGateway:
             await asyncio.sleep(self.service_s)
         return self._done()
 
-    async def stream(self, rpc: str, request: Any, key: str, timeout_s: float) -> AsyncIterator:
+    async def answer_stream(self, request: Any, key: str, timeout_s: float) -> AsyncIterator:
         self.calls.append(request)
         if request.adapter == "bad!":
             raise CallError("INVALID_ARGUMENT", "adapter: bad name")
@@ -122,8 +122,8 @@ def test_gamma_burstiness_below_one_is_burstier_than_poisson():
 
 def test_sweep_stops_where_throughput_stops_rising(tmp_path):
     # Two servers: 1 -> 2 users doubles throughput, 4 users adds nothing.
-    w = workload(mode="sweep", sweep_max_concurrency=16, duration_s=0.6)
-    result = run(w, FakeGateway(service_s=0.05, servers=2), tmp_path)
+    w = workload(mode="sweep", sweep_max_concurrency=16, duration_s=1.0)
+    result = run(w, FakeGateway(service_s=0.1, servers=2), tmp_path)
     assert [lv["level"] for lv in result["levels"]] == ["c=1", "c=2", "c=4"]
     assert result["saturation"]["level"] == "c=2"
     assert "rose less than" in result["saturation"]["reason"]

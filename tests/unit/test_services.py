@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from ragtune.common.clients import LocalTransport
-from ragtune.common.services import SERVICES, by_name, resolve
+from ragtune.common.services import HTTP_APPS, SERVICES, app_by_name, by_name, resolve
 from ragtune.deployment import app_entry, local_config, serve_config, validate
 from ragtune.v1 import rerank_pb2
 from tests.conftest import REPO, run
@@ -32,8 +32,8 @@ def test_the_local_config_is_the_table():
     config = local_config(Path("/tmp/ragtune-x"))
     validate(config)
     apps = {a["name"]: a for a in config["applications"]}
-    assert list(apps) == [s.name for s in SERVICES]
-    for spec in SERVICES:
+    assert list(apps) == [s.name for s in (*SERVICES, *HTTP_APPS)]
+    for spec in (*SERVICES, *HTTP_APPS):
         deployment = apps[spec.name]["deployments"][0]
         assert apps[spec.name]["import_path"] == spec.builder
         assert deployment["name"] == spec.deployment
@@ -44,6 +44,15 @@ def test_the_local_config_is_the_table():
     ]
     with pytest.raises(KeyError, match="no service 'nope'"):
         by_name("nope")
+
+
+@pytest.mark.parametrize("spec", HTTP_APPS, ids=lambda s: s.name)
+def test_each_http_app_resolves_and_answers_under_its_prefix(spec):
+    assert issubclass(spec.config_class(), BaseModel)
+    assert type(resolve(spec.builder)({})).__name__ == "Application"
+    assert app_by_name(spec.name) is spec and app_by_name("gateway") is by_name("gateway")
+    app = {a["name"]: a for a in local_config(Path("/tmp/ragtune-x"))["applications"]}[spec.name]
+    assert app["route_prefix"] == spec.route_prefix
 
 
 def test_a_sixth_service_is_one_declaration_plus_its_folder():
@@ -94,3 +103,41 @@ def test_no_rpc_or_deployment_name_is_spelt_outside_the_table():
         if hits := _string_literals(path) & names:
             found[str(path.relative_to(REPO))] = sorted(hits)
     assert not found, f"service or RPC names spelt as strings: {found}"
+
+
+def test_an_idempotent_handle_call_is_retried_once_when_its_replica_died(monkeypatch):
+    import asyncio
+
+    from ragtune.common import clients
+
+    class ActorDiedError(Exception):
+        pass
+
+    calls: list[str] = []
+
+    class Method:
+        def __init__(self, rpc: str, fail: int) -> None:
+            self.rpc, self.fail = rpc, fail
+
+        async def remote(self, request, **extras):
+            calls.append(self.rpc)
+            if calls.count(self.rpc) <= self.fail:
+                raise ActorDiedError("replica died")
+            return "ok"
+
+    from ragtune.common.services import GENERATION, RETRIEVAL
+
+    transport = clients.HandleTransport("app", "Dep")
+    # Search and Embed are marked idempotent in their protos, Generate is not.
+    transport.idempotent = clients.idempotent_rpcs(RETRIEVAL.descriptor) | {"Embed"}
+    assert "Generate" not in clients.idempotent_rpcs(GENERATION.descriptor)
+    monkeypatch.setattr(clients, "RETRY_PAUSE_S", (0.0, 0.0))
+    fails = dict(zip(("Search", "Generate", "Embed"), (1, 1, 2), strict=True))
+    monkeypatch.setattr(transport, "_method", lambda rpc, **o: Method(rpc, fails[rpc]))
+
+    assert asyncio.run(transport.unary("Search", None, object)) == "ok"  # retried once
+    with pytest.raises(ActorDiedError):  # never retried: a repeat costs a generation
+        asyncio.run(transport.unary("Generate", None, object))
+    with pytest.raises(ActorDiedError):  # only once
+        asyncio.run(transport.unary("Embed", None, object))
+    assert calls == ["Search", "Search", "Generate", "Embed", "Embed"]

@@ -59,9 +59,10 @@ spec:
         - {name: client, containerPort: 10001}
         {{- end }}
         - {name: serve-grpc, containerPort: {{ int $v.gateway.port }}}
-        {{- /* Serve's HTTP proxy: KubeRay's readiness checks ask it /-/healthz. Not named
-        "serve", so KubeRay leaves it out of the gateway Service. */}}
-        - {name: http, containerPort: {{ int $table.serveConfig.http_options.port }}}
+        {{- /* Serve's HTTP proxy: KubeRay's readiness checks ask it /-/healthz. KubeRay puts
+        the head's ports named "serve" or "serve-*" on the gateway Service: "serve-http"
+        while the OpenAI-compatible API answers on it, else "http", left out. */}}
+        - {name: {{ ternary "serve-http" "http" $v.services.openai.enabled }}, containerPort: {{ int $table.serveConfig.http_options.port }}}
         - {name: metrics, containerPort: {{ int $v.monitoring.metricsPort }}}
       env:
         {{- range $name, $value := $table.processEnv }}

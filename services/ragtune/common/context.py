@@ -11,8 +11,9 @@ from typing import Any
 class CallContext:
     """What a service method may know about its caller.
 
-    Built from the gRPC metadata when a request comes through Serve's gRPC proxy; tests build
-    it directly.
+    Built from the gRPC metadata when a request comes through Serve's gRPC proxy, from the
+    metadata a handle caller passes on (``_metadata``: the OpenAI-compatible HTTP ingress) when
+    it comes through a Serve handle; tests build it directly.
     """
 
     metadata: Mapping[str, str] = field(default_factory=dict)
@@ -24,6 +25,11 @@ class CallContext:
             return cls()
         metadata = {k.lower(): v for k, v in grpc_context.invocation_metadata()}
         return cls(metadata=metadata, request_id=grpc_context.request_id() or "")
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> CallContext:
+        """From metadata a handle caller passed on (keys lower-cased, as gRPC's are)."""
+        return cls(metadata={k.lower(): v for k, v in metadata.items()})
 
     def get(self, key: str, default: str = "") -> str:
         return self.metadata.get(key.lower(), default)

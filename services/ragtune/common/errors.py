@@ -14,11 +14,34 @@ import grpc
 
 log = logging.getLogger(__name__)
 
+# Status details travel in the response's trailing metadata, percent-encoded (a non-ASCII
+# character takes up to 12 bytes there) under gRPC's 8 KiB default limit on metadata: longer
+# details reset the stream instead of reaching the client.
+MAX_DETAILS_CHARS = 512
+# How much of a caller's own input an error message may quote.
+MAX_QUOTED_CHARS = 100
+
+
+def quote(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters of the value: a
+    message names what was wrong without echoing a caller's whole input back."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def truncate(details: str, limit: int = MAX_DETAILS_CHARS) -> str:
+    return details if len(details) <= limit else details[: limit - 3] + "..."
+
 
 class RagtuneError(Exception):
     """Base class: an error whose message is safe to show to the client."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    # How a request that ends with this error counts in metrics (``outcome``): None means by
+    # its code; a subclass may say otherwise (a quota refusal is the caller's: client_error).
+    counts_as: str | None = None
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -64,7 +87,11 @@ class ResourceExhausted(RagtuneError):
 
 
 class DeadlineExceeded(RagtuneError):
+    """The caller's deadline (or latency budget) ran out: the caller's limit, not a fault of
+    ragtune's. (A timeout inside ragtune raises ``TimeoutError``: a server error.)"""
+
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+    counts_as = "cancelled"
 
 
 class Unavailable(RagtuneError):
@@ -91,10 +118,17 @@ def unwrap(exc: BaseException) -> BaseException:
 
 
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Map any exception to the (code, details) a client sees."""
-    exc = unwrap(exc)
+    """Map any exception to the (code, details) a client sees; details are at most
+    ``MAX_DETAILS_CHARS`` long."""
+    code, details = _status(unwrap(exc))
+    return code, truncate(details)
+
+
+def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, RagtuneError):
         return exc.code, str(exc)
+    if isinstance(exc, GeneratorExit | asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED, "cancelled by the caller"
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
     if type(exc).__name__ in {"BackPressureError"}:
@@ -120,12 +154,17 @@ CLIENT_CODES = frozenset(
 )
 
 
-def outcome(exc: BaseException) -> str:
-    """Metric label for how a request ended with ``exc``: client_error, server_error or
-    cancelled (the caller went away)."""
-    if isinstance(exc, GeneratorExit | asyncio.CancelledError):
-        return "cancelled"
-    code, _ = to_status(exc)
+def outcome(exc: BaseException | None) -> str:
+    """Metric label for how a request ended with ``exc`` (None: it succeeded): ok,
+    client_error (the request was refused), cancelled (the caller went away, or its deadline or
+    budget ran out) or server_error (ragtune failed it). Only server_error counts against the
+    availability SLOs (deploy/prometheus/ragtune-rules.yml)."""
+    if exc is None:
+        return "ok"
+    exc = unwrap(exc)
+    if isinstance(exc, RagtuneError) and exc.counts_as is not None:
+        return exc.counts_as
+    code, _ = _status(exc)
     if code == grpc.StatusCode.CANCELLED:
         return "cancelled"
     return "client_error" if code in CLIENT_CODES else "server_error"

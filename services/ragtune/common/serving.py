@@ -9,8 +9,10 @@ trace) and its request/latency metrics in one place, not pasted into every servi
 from __future__ import annotations
 
 import asyncio
+import hmac
 import inspect
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +25,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ragtune.common.context import CallContext
-from ragtune.common.errors import to_status
+from ragtune.common.errors import InvalidArgument, PermissionDenied, outcome, to_status, unwrap
+from ragtune.common.servicers import MalformedRequest
 from ragtune.common.services import SERVICES, ServiceSpec
 from ragtune.common.telemetry import TelemetryConfig, parent_context, setup_tracing, tracer
 
@@ -46,7 +49,27 @@ def report_errors(grpc_context: Any | None) -> Iterator[None]:
             code, details = to_status(exc)
             grpc_context.set_code(code)
             grpc_context.set_details(details)
+            retry_ms = retry_after_ms(exc)
+            if retry_ms is not None:
+                grpc_context.set_trailing_metadata([(RETRY_AFTER, str(retry_ms))])
         raise
+
+
+# Trailing metadata of a RESOURCE_EXHAUSTED refusal: when to try again, in milliseconds.
+RETRY_AFTER = "retry-after-ms"
+QUEUE_FULL_RETRY_MS = 1000  # a full queue drains within about a second of serving
+
+
+def retry_after_ms(exc: BaseException) -> int | None:
+    """When the caller may retry: a quota's own reset time, or a short pause for a full
+    queue (Serve's BackPressureError); None for errors a retry will not fix."""
+    exc = unwrap(exc)
+    seconds = getattr(exc, "retry_after_s", None)
+    if seconds is not None:
+        return max(1, int(seconds * 1000))
+    if type(exc).__name__ == "BackPressureError":
+        return QUEUE_FULL_RETRY_MS
+    return None
 
 
 class RpcTelemetry:
@@ -58,8 +81,10 @@ class RpcTelemetry:
         self.service, self.package = service, package
         self.requests = metrics.Counter(
             "ragtune_rpc_requests_total",
-            description="RPCs handled, by service, RPC and gRPC status code.",
-            tag_keys=("service", "rpc", "code"),
+            description="RPCs handled, by service, RPC, gRPC status code and outcome (ok, "
+            "client_error: refused, cancelled: the caller went away or its deadline passed, "
+            "server_error: ragtune failed it; only server_error counts against the SLOs).",
+            tag_keys=("service", "rpc", "code", "outcome"),
         )
         self.latency = metrics.Histogram(
             "ragtune_rpc_latency_seconds",
@@ -90,16 +115,20 @@ class RpcTelemetry:
             self.finish(rpc, span, started, error)
 
     def finish(self, rpc: str, span: trace.Span, started: float, exc: BaseException | None):
-        code = grpc.StatusCode.OK
-        if isinstance(exc, GeneratorExit | StopAsyncIteration):
-            code = grpc.StatusCode.CANCELLED  # the caller went away mid-stream
-        elif exc is not None:
+        # A caller that goes away (a stream's consumer leaving: GeneratorExit; a cancelled or
+        # timed-out call: CancelledError) ends the call as CANCELLED, counted as the caller's
+        # doing, not as a server error.
+        if isinstance(exc, StopAsyncIteration):
+            exc = GeneratorExit()
+        code, ended = grpc.StatusCode.OK, outcome(exc)
+        if exc is not None:
             code, details = to_status(exc)
-            span.set_status(Status(StatusCode.ERROR, details))
+            if ended != "cancelled":
+                span.set_status(Status(StatusCode.ERROR, details))
         span.set_attribute("rpc.grpc.status_code", code.value[0])
         span.end()
         tags = {"service": self.service, "rpc": rpc}
-        self.requests.inc(tags={**tags, "code": code.name})
+        self.requests.inc(tags={**tags, "code": code.name, "outcome": ended})
         self.latency.observe(time.perf_counter() - started, tags=tags)
 
 
@@ -123,22 +152,84 @@ def continue_trace(grpc_context: Any, trace_headers: Mapping[str, str] | None) -
             otel_context.detach(token)
 
 
-def _invoke(service: Any, name: str, request: Any, grpc_context: Any, takes_context: bool) -> Any:
+def _call_context(grpc_context: Any, metadata: Mapping[str, str] | None) -> CallContext:
+    """The caller as the service sees it: from the gRPC metadata, or, for a handle call (no
+    gRPC context), from the metadata the calling deployment passed on for its own caller."""
+    if grpc_context is None and metadata is not None:
+        return CallContext.from_metadata(metadata)
+    return CallContext.from_grpc(grpc_context)
+
+
+def _invoke(
+    service: Any,
+    name: str,
+    request: Any,
+    grpc_context: Any,
+    takes_context: bool,
+    metadata: Mapping[str, str] | None,
+) -> Any:
     method = getattr(service, name)
     if takes_context:
-        return method(request, CallContext.from_grpc(grpc_context))
+        return method(request, _call_context(grpc_context, metadata))
     return method(request)
 
 
+# Both wrappers take, besides the gRPC context Serve's proxy passes, two keywords only handle
+# callers pass: ``_trace`` (the caller's trace context as W3C headers) and ``_metadata`` (the
+# metadata of the caller's own client, e.g. an HTTP ingress passing its caller's
+# ``authorization``: the service authenticates it as if it had come over gRPC). Only code
+# inside the Ray cluster holds handles, and the service checks the key either way.
+
+
+# The platform's internal credential: a secret shared by the deployments (an environment
+# variable of every replica; on Kubernetes from a Secret). An internal service refuses a call
+# that arrives over gRPC — through the public port — unless it carries this value in the
+# INTERNAL_TOKEN_HEADER metadata; handle calls (from inside the Ray cluster) need none. Unset,
+# nothing arriving over gRPC reaches an internal service. Tests and single-service benchmarks
+# set it to call a service directly.
+INTERNAL_TOKEN_ENV = "RAGTUNE_INTERNAL_TOKEN"
+INTERNAL_TOKEN_HEADER = "ragtune-internal-token"
+
+
+def check_network_caller(public: bool, grpc_context: Any) -> None:
+    """Refuse a network call to an internal service without the internal credential."""
+    if public or grpc_context is None:
+        return
+    expected = os.environ.get(INTERNAL_TOKEN_ENV, "")
+    given = CallContext.from_grpc(grpc_context).get(INTERNAL_TOKEN_HEADER)
+    if not (expected and given and hmac.compare_digest(expected.encode(), given.encode())):
+        raise PermissionDenied(
+            "this is an internal service of ragtune: clients call ragtune.v1.Gateway "
+            "(metadata application: gateway)"
+        )
+
+
+def _refuse_malformed(request: Any) -> None:
+    """Bytes that were no valid message (``ragtune.common.servicers``): the caller's error."""
+    if isinstance(request, MalformedRequest):
+        raise InvalidArgument(f"not a valid {request.message_type} message", field="request")
+
+
 def _unary(name: str, takes_context: bool) -> Callable[..., Any]:
-    async def rpc(self: Any, request: Any, grpc_context: Any = None, *, _trace: Any = None) -> Any:
+    async def rpc(
+        self: Any,
+        request: Any,
+        grpc_context: Any = None,
+        *,
+        _trace: Mapping[str, str] | None = None,
+        _metadata: Mapping[str, str] | None = None,
+    ) -> Any:
         headers = _headers(grpc_context, _trace)
         with (
             self.telemetry.observe(name, headers) as span,
             report_errors(grpc_context),
             trace.use_span(span, end_on_exit=False),
         ):
-            return await _invoke(self.service, name, request, grpc_context, takes_context)
+            check_network_caller(self.public, grpc_context)
+            _refuse_malformed(request)
+            return await _invoke(
+                self.service, name, request, grpc_context, takes_context, _metadata
+            )
 
     rpc.__name__ = name
     return rpc
@@ -146,11 +237,20 @@ def _unary(name: str, takes_context: bool) -> Callable[..., Any]:
 
 def _streaming(name: str, takes_context: bool) -> Callable[..., AsyncIterator[Any]]:
     async def rpc(
-        self: Any, request: Any, grpc_context: Any = None, *, _trace: Any = None
+        self: Any,
+        request: Any,
+        grpc_context: Any = None,
+        *,
+        _trace: Mapping[str, str] | None = None,
+        _metadata: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Any]:
         headers = _headers(grpc_context, _trace)
         with self.telemetry.observe(name, headers) as span, report_errors(grpc_context):
-            stream = _invoke(self.service, name, request, grpc_context, takes_context).__aiter__()
+            check_network_caller(self.public, grpc_context)
+            _refuse_malformed(request)
+            stream = _invoke(
+                self.service, name, request, grpc_context, takes_context, _metadata
+            ).__aiter__()
             while True:
                 # The span is current only while the service's code runs: a context attached
                 # across a yield would leak into the consumer's.
@@ -181,9 +281,12 @@ def ingress_class(
     service_cls: type,
     descriptor: ServiceDescriptor,
     extra_methods: Iterable[str] = (),
+    *,
+    public: bool = True,
 ) -> type:
     """Build the class Serve deploys: one method per RPC of ``descriptor``, delegating to
-    ``factory(*args)``'s instance, plus ``extra_methods`` reachable through handles only."""
+    ``factory(*args)``'s instance, plus ``extra_methods`` reachable through handles only.
+    ``public=False``: calls over gRPC need the internal credential (``check_network_caller``)."""
 
     # Plain strings only: the class is pickled to the replicas, and descriptors do not pickle.
     service_name, package = descriptor.name.lower(), descriptor.full_name
@@ -204,7 +307,12 @@ def ingress_class(
         if hasattr(self.service, "report_gauges"):
             self._gauges = asyncio.get_running_loop().create_task(_report_gauges(self.service))
 
-    namespace: dict[str, Any] = {"__init__": __init__}
+    async def ping(self: Any) -> bool:
+        """Answered by any replica that is up: the health service's probe of the gateway
+        (``ragtune.common.servicers``) when it runs outside a gateway replica."""
+        return True
+
+    namespace: dict[str, Any] = {"__init__": __init__, "public": public, "ping": ping}
     if hasattr(service_cls, "shutdown"):
 
         async def __del__(self: Any) -> None:
@@ -262,7 +370,13 @@ def build_application(
     from ray import serve
 
     config = spec.config_class().model_validate(args or {})
-    cls = ingress_class(factory or service_cls, service_cls, spec.descriptor, spec.handle_methods)
+    cls = ingress_class(
+        factory or service_cls,
+        service_cls,
+        spec.descriptor,
+        spec.handle_methods,
+        public=spec.public,
+    )
     if customize is not None:
         cls = customize(cls, config)
     return serve.deployment(cls, name=spec.deployment).bind(config)

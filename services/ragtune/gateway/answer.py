@@ -14,12 +14,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from ragtune.common.auth import Principal
 from ragtune.common.cost import StageUse, price
-from ragtune.common.errors import NotFound, outcome, unwrap
+from ragtune.common.errors import DeadlineExceeded, NotFound, outcome, unwrap
 from ragtune.common.telemetry import annotate, tracer
-from ragtune.gateway.config import GatewayConfig
+from ragtune.gateway.config import STRUCTURED_FORMATS, GatewayConfig
+from ragtune.gateway.deadline import Deadline
 from ragtune.gateway.ledger import Entry, Ledger
 from ragtune.gateway.metrics import GatewayMetrics
 from ragtune.gateway.routing import AdapterCard, Evidence, Route, RouteRequest, RoutingPolicy
@@ -40,10 +42,12 @@ class Timings:
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.stages: list[common_pb2.StageTiming] = []
+        self.current = ""  # the stage running now (named in deadline errors)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
+        self.current = name
         try:
             yield
         finally:
@@ -58,6 +62,16 @@ class Timings:
         return [*self.stages, common_pb2.StageTiming(stage="total", ms=self.elapsed_ms())]
 
 
+async def close_stream(stream: Any) -> None:
+    """End a service stream early: an async generator (in-process) is closed, a Serve
+    streaming response cancelled; either way the callee's generator is closed and its engine
+    aborts the request."""
+    if hasattr(stream, "aclose"):
+        await stream.aclose()
+    elif hasattr(stream, "cancel"):
+        stream.cancel()
+
+
 @dataclass
 class Work:
     """What one request has used so far: tokens and busy time per stage, for usage and cost."""
@@ -69,14 +83,27 @@ class Work:
         self.uses.append(StageUse(stage, busy_ms, tokens))
 
 
+def search_score_kind(found: retrieval_pb2.SearchResponse) -> str:
+    """Citation.score_kind of a search's hits."""
+    if found.mode in (retrieval_pb2.SEARCH_MODE_HYBRID,):
+        return "rrf"
+    if found.mode == retrieval_pb2.SEARCH_MODE_LEXICAL:
+        return "bm25"
+    return "l2" if found.metric == "l2" else "cosine"
+
+
 @dataclass
 class FirstStage:
     hits: list[tuple[retrieval_pb2.Chunk, float]]
     exists: bool
     ms: float
+    score_kind: str = "cosine"  # what the hits' scores are (Citation.score_kind)
+    # The dense ranking's scores when the hits' are fused (hybrid search): the router's probe
+    # is calibrated on the dense scale, so it judges these.
+    dense_scores: list[float] = field(default_factory=list)
 
     def evidence(self, top_k: int) -> Evidence:
-        scores = [score for _, score in self.hits[:top_k]]
+        scores = self.dense_scores[:top_k] or [score for _, score in self.hits[:top_k]]
         if not self.exists or not scores:
             return Evidence(self.exists, ms=self.ms)
         rest = scores[1:]
@@ -91,10 +118,12 @@ class AdapterCatalog:
         self.generation, self.ttl_s = generation, ttl_s
         self._cards: dict[str, AdapterCard] = {}
         self._fetched = -float("inf")
+        self.base_model = ""
 
     async def cards(self) -> dict[str, AdapterCard]:
         if time.monotonic() - self._fetched > self.ttl_s:
             reply = await self.generation.list_adapters(generation_pb2.ListAdaptersRequest())
+            self.base_model = reply.base_model
             self._cards = {
                 a.name: AdapterCard(a.name, tuple(a.tasks), a.output_format, a.tone)
                 for a in reply.adapters
@@ -145,8 +174,10 @@ class AnswerPipeline:
             tenant=tenant,
             collection=collection,
             query_vector=query.vectors[0].values,
+            query_text=request.question,
             top_k=k,
             filter=dict(request.filter),
+            mode=retrieval_pb2.SEARCH_MODE_AUTO,  # hybrid where the collection is lexical
         )
         with timings.stage("retrieve"):
             try:
@@ -157,17 +188,24 @@ class AnswerPipeline:
                 return FirstStage([], False, (time.perf_counter() - started) * 1000)
         work.add("retrieve", found.busy_ms, 0)
         hits = [(h.chunk, h.score) for h in found.hits]
-        return FirstStage(hits, True, (time.perf_counter() - started) * 1000)
+        return FirstStage(
+            hits,
+            True,
+            (time.perf_counter() - started) * 1000,
+            score_kind=search_score_kind(found),
+            dense_scores=list(found.dense_scores),
+        )
 
     async def _passages(
         self,
         question: str,
-        hits: list[tuple[retrieval_pb2.Chunk, float]],
+        first: FirstStage,
         top_k: int,
         timings: Timings,
         work: Work,
     ) -> list[tuple[common_pb2.Citation, str]]:
         """Citations for the passages given to the model, each with the passage's full text."""
+        hits, score_kind = first.hits, first.score_kind
         if self.rerank is not None and hits:
             hits = hits[: max(top_k, self.config.rerank_candidates)]
             with timings.stage("rerank"):
@@ -179,6 +217,8 @@ class AnswerPipeline:
             work.usage.rerank_tokens = ranked.tokens
             work.add("rerank", ranked.busy_ms, ranked.tokens)
             hits = [(hits[r.index][0], r.score) for r in ranked.results]
+            kind = ranked.score_kind or "logit"
+            score_kind = "rrf" if kind == "rrf" else f"rerank-{kind}"
         return [
             (
                 common_pb2.Citation(
@@ -188,6 +228,7 @@ class AnswerPipeline:
                     score=score,
                     snippet=chunk.text[: self.config.snippet_chars],
                     metadata=chunk.metadata,
+                    score_kind=score_kind,
                 ),
                 chunk.text,
             )
@@ -248,12 +289,15 @@ class AnswerPipeline:
         principal: Principal,
         top_k: int,
         timings: Timings,
+        deadline: Deadline | None = None,
     ) -> AsyncIterator[gateway_pb2.AnswerEvent]:
         if self.config.telemetry.tenant_attribute:
             annotate({"ragtune.tenant": principal.tenant})
         path = "none"
         try:
-            async for event in self._events(request, principal, top_k, timings):
+            async for event in self._events(
+                request, principal, top_k, timings, deadline or Deadline(None)
+            ):
                 if event.HasField("route"):
                     path = common_pb2.Path.Name(event.route.path).removeprefix("PATH_")
                 yield event
@@ -268,13 +312,43 @@ class AnswerPipeline:
         principal: Principal,
         top_k: int,
         timings: Timings,
+        deadline: Deadline,
     ) -> AsyncIterator[gateway_pb2.AnswerEvent]:
         work = Work()
+        try:
+            async for event in self._stages(request, principal, top_k, timings, deadline, work):
+                yield event
+        except TimeoutError:
+            if deadline.at is None:
+                raise
+            # asyncio.timeout ended a stage in flight (generation: closing its stream aborted it
+            # in the engine): the client's budget is spent, not a server fault.
+            self.metrics.deadline_exceeded(timings.current or "generate")
+            raise DeadlineExceeded(
+                f"the {deadline.budget_ms:g} ms budget ended during the "
+                f"{timings.current or 'generate'} stage; its work was stopped"
+            ) from None
+        except DeadlineExceeded:
+            self.metrics.deadline_exceeded(timings.current or "route")
+            raise
+
+    async def _stages(
+        self,
+        request: gateway_pb2.AnswerRequest,
+        principal: Principal,
+        top_k: int,
+        timings: Timings,
+        deadline: Deadline,
+        work: Work,
+    ) -> AsyncIterator[gateway_pb2.AnswerEvent]:
+        # The route decision runs whatever the budget: it is short, and it is what refuses a
+        # budget no path can meet (FAILED_PRECONDITION) before any work is spent.
         route, first = await self._decide(request, principal, top_k, timings, work)
         yield gateway_pb2.AnswerEvent(route=route.to_pb())
 
         passages: list[tuple[common_pb2.Citation, str]] = []
         if route.retrieves:
+            deadline.check("rerank" if self.rerank is not None else "retrieve")
             if first is None:  # the probe is off
                 first = await self._first_stage(
                     request,
@@ -286,10 +360,16 @@ class AnswerPipeline:
                 )
                 if not first.exists:
                     raise NotFound(f"collection {route.collection!r} not found")
-            passages = await self._passages(request.question, first.hits, top_k, timings, work)
+            async with asyncio.timeout(deadline.remaining_s()):
+                passages = await self._passages(request.question, first, top_k, timings, work)
         sampling = common_pb2.SamplingParams()
         sampling.CopyFrom(request.sampling)
-        sampling.max_tokens = sampling.max_tokens or self.config.default_max_tokens
+        card = (await self.adapters.cards()).get(route.adapter) if route.adapter else None
+        structured = card is not None and card.output_format in STRUCTURED_FORMATS
+        if not sampling.max_tokens:
+            # A structured reply cut mid-object is no reply: its adapter gets a budget that fits.
+            budget = self.config.structured_max_tokens if structured else 0
+            sampling.max_tokens = budget or self.config.default_max_tokens
         generate = generation_pb2.GenerateRequest(
             messages=[generation_pb2.ChatMessage(role="user", content=request.question)],
             sampling=sampling,
@@ -300,18 +380,32 @@ class AnswerPipeline:
             ],
         )
         finish = ""
+        deadline.check("generate")
         with timings.stage("generate"):
-            async for piece in self.generation.generate_stream(generate, model_id=route.adapter):
-                if piece.delta:
-                    yield gateway_pb2.AnswerEvent(delta=piece.delta)
-                if piece.finish_reason:
-                    finish = piece.finish_reason
-                    work.usage.prompt_tokens = piece.prompt_tokens
-                    work.usage.completion_tokens = piece.completion_tokens
-                    work.add(
-                        "generate", piece.busy_ms, piece.prompt_tokens + piece.completion_tokens
-                    )
+            stream = self.generation.generate_stream(generate, model_id=route.adapter)
+            pieces = aiter(stream)
+            try:
+                while True:
+                    # Per piece, not around the loop: a timeout scope must not span a yield.
+                    try:
+                        piece = await asyncio.wait_for(anext(pieces), deadline.remaining_s())
+                    except StopAsyncIteration:
+                        break
+                    if piece.delta:
+                        yield gateway_pb2.AnswerEvent(delta=piece.delta)
+                    if piece.finish_reason:
+                        finish = piece.finish_reason
+                        work.usage.prompt_tokens = piece.prompt_tokens
+                        work.usage.completion_tokens = piece.completion_tokens
+                        work.add(
+                            "generate",
+                            piece.busy_ms,
+                            piece.prompt_tokens + piece.completion_tokens,
+                        )
+            finally:
+                await close_stream(stream)  # stops the engine's work if we leave early
         done = gateway_pb2.AnswerResponse(
+            model=self.adapters.base_model,
             route=route.to_pb(),
             citations=[c for c, _ in passages],
             usage=work.usage,

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ragtune.common.cost import Pricing
 from ragtune.common.telemetry import TelemetryConfig
+from ragtune.gateway.input_limits import Limits
+from ragtune.gateway.quotas import QuotaConfig
+
+# GatewayConfig fields that moved into ``limits``.
+LEGACY_LIMITS = frozenset(
+    {"max_top_k", "max_question_chars", "max_documents_per_ingest", "max_document_chars"}
+)
+
+# Output formats a reply is invalid in when cut short (GatewayConfig.structured_max_tokens).
+STRUCTURED_FORMATS = frozenset({"json", "yaml", "xml", "csv"})
 
 
 class ChunkingConfig(BaseModel):
@@ -116,11 +127,16 @@ class RouterConfig(BaseModel):
 
 class GatewayConfig(BaseModel):
     keys_file: str = Field(description="YAML file of hashed API keys (`ragtune keys create`).")
+    keys_refresh_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often each replica re-reads the API keys (database and keys_file): "
+        "a key created or revoked takes effect within this time (docs/security.md).",
+    )
     default_collection: str = Field(
         default="default", description="Used when a request names none."
     )
     top_k: int = Field(default=4, ge=1, le=100, description="Passages given to the model.")
-    max_top_k: int = Field(default=100, ge=1)
     rerank: bool = Field(
         default=False,
         description="Rerank retrieved candidates with the rerank application. Off by default "
@@ -130,10 +146,21 @@ class GatewayConfig(BaseModel):
     rerank_candidates: int = Field(
         default=20, ge=1, description="Candidates retrieved for reranking."
     )
-    max_question_chars: int = Field(default=4000, ge=1)
-    max_documents_per_ingest: int = Field(default=1000, ge=1)
-    max_document_chars: int = Field(default=2_000_000, ge=1)
+    limits: Limits = Field(
+        default_factory=Limits,
+        description="What one request may carry: sizes, lengths, counts (docs/operations.md).",
+    )
+    quotas: QuotaConfig = Field(
+        default_factory=QuotaConfig,
+        description="Per-tenant request rate and daily token limits (docs/security.md).",
+    )
     default_max_tokens: int = Field(default=96, ge=1)
+    structured_max_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="max_tokens when a request sets none and its adapter's output_format is "
+        "structured (json, yaml, xml, csv): a reply cut mid-object is not valid.",
+    )
     embed_batch_size: int = Field(default=64, ge=1)
     snippet_chars: int = Field(default=240, ge=0)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
@@ -148,3 +175,15 @@ class GatewayConfig(BaseModel):
         default_factory=TelemetryConfig,
         description="Tracing of this service (see docs/observability.md).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_limits(cls, data: Any) -> Any:
+        """The limits that were top-level fields before ``limits`` existed still work there."""
+        if isinstance(data, dict) and (moved := LEGACY_LIMITS & data.keys()):
+            data = dict(data)
+            limits = dict(data.get("limits") or {})
+            for key in moved:
+                limits.setdefault(key, data.pop(key))
+            data["limits"] = limits
+        return data

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from ragtune.common import database
-from ragtune.common.errors import InvalidArgument, NotFound
+from ragtune.common.errors import InvalidArgument, NotFound, quote
 
 metadata_obj = sa.MetaData()
 
@@ -85,10 +85,36 @@ class UsageRow:
 
 
 def parse_day(value: str, field: str) -> dt.date:
+    # fromisoformat also takes forms such as "20260101" and "2026-W01-1": the API says
+    # YYYY-MM-DD, so only that is taken.
+    if len(value) != 10 or value[4] != "-" or value[7] != "-":
+        raise InvalidArgument(f"{quote(value)} is not a YYYY-MM-DD date", field=field)
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise InvalidArgument(f"{value!r} is not a YYYY-MM-DD date", field=field) from None
+        raise InvalidArgument(f"{quote(value)} is not a YYYY-MM-DD date", field=field) from None
+
+
+def day_range(
+    since: str, until: str, *, today: dt.date, default_days: int, max_days: int
+) -> tuple[dt.date, dt.date]:
+    """The (since, until) days of a usage query from the request's strings: ``until``
+    defaults to ``today``, ``since`` to ``default_days`` before ``until``; at most
+    ``max_days`` days apart, and never beyond the calendar's ends (0001-01-01 minus 30 days
+    does not exist)."""
+    last = parse_day(until, "until") if until else today
+    if since:
+        first = parse_day(since, "since")
+    else:
+        first = last - dt.timedelta(days=min(default_days, last.toordinal() - 1))
+    if first > last:
+        raise InvalidArgument(f"{first} is after until ({last})", field="since")
+    if (last - first).days > max_days:
+        raise InvalidArgument(
+            f"{first} to {last} spans {(last - first).days} days; the limit is {max_days}",
+            field="since",
+        )
+    return first, last
 
 
 class Ledger:
@@ -127,7 +153,7 @@ class Ledger:
                 )
             ).scalar_one_or_none()
             if path is None:
-                raise NotFound(f"no request {request_id!r} of this tenant in the ledger")
+                raise NotFound(f"no request {quote(request_id)} of this tenant in the ledger")
             conn.execute(feedback.delete().where(feedback.c.request_id == request_id))
             conn.execute(
                 feedback.insert().values(
@@ -175,6 +201,16 @@ class Ledger:
                 )
                 for day, path, n, cost, pt, ct, rated, mean in conn.execute(query)
             ]
+
+    def tokens_on(self, tenant: str, day: dt.date) -> int:
+        """Prompt + completion tokens of ``tenant``'s answers on ``day`` (UTC): its quota use."""
+        query = sa.select(
+            sa.func.coalesce(
+                sa.func.sum(requests.c.prompt_tokens + requests.c.completion_tokens), 0
+            )
+        ).where(requests.c.tenant == tenant, requests.c.day == day.isoformat())
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def close(self) -> None:
         self.engine.dispose()

@@ -39,11 +39,29 @@ class GatewayMetrics:
             "Time spent in each stage of an answer, as the gateway waited for it.",
             ("stage", "path"),
         )
+        self.deadlines = counter(
+            "ragtune_gateway_deadline_exceeded_total",
+            "Answers whose time budget (the client's timeout or latency_budget_ms) ended, by the "
+            "stage that was stopped or not started; work after it was not done.",
+            ("stage",),
+        )
+        self.quota_refusals = counter(
+            "ragtune_gateway_quota_refusals_total",
+            "Requests refused for a tenant's rate limit (kind=rate) or daily token quota "
+            "(kind=tokens), before any work.",
+            ("kind",),
+        )
         self.tokens = counter(
             "ragtune_gateway_tokens_total",
             "Prompt and completion tokens of answers, by path and adapter.",
             ("path", "adapter", "kind"),
         )
+
+    def quota_refused(self, kind: str) -> None:
+        self.quota_refusals.inc(tags={"kind": kind})
+
+    def deadline_exceeded(self, stage: str) -> None:
+        self.deadlines.inc(tags={"stage": stage})
 
     def decided(self, path: str, reasons: Iterable[str]) -> None:
         for reason in reasons:

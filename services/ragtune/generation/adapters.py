@@ -8,7 +8,7 @@ This module owns that format; the trainer writes it, the registry checks it befo
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import yaml
 
 from ragtune.common.errors import InvalidArgument, NotFound
 from ragtune.common.validation import check_name
+from ragtune.generation.sources import SourceRoots
 
 ADAPTER_METADATA_FILE = "ragtune-adapter.yaml"
 BASE_METADATA_FILE = "ragtune-base.yaml"
@@ -228,6 +229,7 @@ class AdapterRegistry:
         base_model: str,
         max_rank: int,
         cache_dir: str | None = None,
+        roots: Sequence[str] = (),
     ) -> None:
         self.base_model = base_model
         self.max_rank = max_rank
@@ -235,6 +237,8 @@ class AdapterRegistry:
         self.removed: set[str] = set()
         self.adapters_dir = Path(adapters_dir) if adapters_dir else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        # Where a caller's source may point: adapters_dir and the configured roots.
+        self.roots = SourceRoots([adapters_dir or "", *roots])
 
     def scan(self) -> dict[str, str]:
         """Register every new adapter under ``adapters_dir``; return {name: why} of refusals."""
@@ -262,17 +266,23 @@ class AdapterRegistry:
 
                 self.cache_dir = Path(tempfile.mkdtemp(prefix="ragtune-adapters-"))
             source = str(fetch_adapter(name, source, self.cache_dir))
-        info = inspect_adapter(name, source, base_model=self.base_model, max_rank=self.max_rank)
+        try:
+            info = inspect_adapter(name, source, base_model=self.base_model, max_rank=self.max_rank)
+        except OSError as exc:  # e.g. a folder this service may not read
+            raise InvalidArgument(
+                f"adapter {name!r}: cannot read {source} ({exc.strerror})", field="source"
+            ) from exc
         info.origin = origin
         self.known[name] = info
         self.removed.discard(name)
         return info
 
     def resolve(self, name: str, source: str = "", *, reload: bool = False) -> AdapterInfo:
-        """The adapter's info; ``source`` registers it from there first. Only an explicit
-        load (``reload``) brings back an adapter that UnloadAdapter removed."""
+        """The adapter's info; ``source`` (confined to the roots) registers it from there
+        first. Only an explicit load (``reload``) brings back an adapter that UnloadAdapter
+        removed."""
         if source:
-            return self.register(name, source)
+            return self.register(name, self.roots.confine(source))
         if name not in self.known and (reload or name not in self.removed) and self.adapters_dir:
             candidate = self.adapters_dir / name
             if candidate.is_dir():

@@ -54,6 +54,13 @@ class GenerationConfig(BaseModel):
     adapters_dir: str | None = Field(
         default=None, description="Directory of LoRA adapters, one sub-directory each."
     )
+    adapter_roots: list[str] = Field(
+        default_factory=list,
+        description="Where LoadAdapter may read a source from, besides adapters_dir: local "
+        "folders and object-store prefixes (s3://bucket/prefix/). A source outside every root "
+        "(after resolving '..' and symlinks) is refused with INVALID_ARGUMENT. Empty: "
+        "adapters_dir only.",
+    )
     preload_adapters: list[str] | None = Field(
         default=None, description="Adapters loaded at start; None means every adapter found."
     )
@@ -105,6 +112,9 @@ class GenerationConfig(BaseModel):
             self.model_name = base_model_name(Path(self.model_path))
         if self.engine not in {"transformers", "vllm"}:
             raise ValueError(f"engine must be 'transformers' or 'vllm', got {self.engine!r}")
+        for root in self.adapter_roots:
+            if not root.strip() or "::" in root:
+                raise ValueError(f"adapter_roots: {root!r} is not a folder or a URL prefix")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("default_max_tokens exceeds max_tokens_limit")
         if self.engine_kwargs:

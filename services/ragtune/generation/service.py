@@ -65,6 +65,7 @@ class GenerationService:
             base_model=config.model_name,
             max_rank=config.max_lora_rank,
             cache_dir=cache_dir,
+            roots=config.adapter_roots,
         )
         # Resident adapters -> when last used (Unix s), least recently used first. The lock
         # serialises loads and evictions; requests for resident adapters never wait on it.
@@ -299,7 +300,7 @@ class GenerationService:
         where, by = await self._placement()
         known = self.registry.known
         adapters = [self._adapter_pb(known[n], where, by.get(n, "")) for n in sorted(known)]
-        return pb.ListAdaptersResponse(adapters=adapters)
+        return pb.ListAdaptersResponse(adapters=adapters, base_model=self.engine.model_name)
 
     async def _placement(self) -> tuple[dict[str, list[str]], dict[str, str]]:
         return await self.shared.placement() if self.shared is not None else ({}, {})

@@ -23,14 +23,48 @@ class CallError(Exception):
 
 
 class Caller(Protocol):
-    async def unary(self, rpc: str, request: Any, key: str, timeout_s: float) -> Any: ...
+    async def answer(self, request: Any, key: str, timeout_s: float) -> Any: ...
 
-    def stream(self, rpc: str, request: Any, key: str, timeout_s: float) -> AsyncIterator[Any]: ...
+    def answer_stream(self, request: Any, key: str, timeout_s: float) -> AsyncIterator[Any]: ...
+
+    async def ingest(self, request: Any, key: str, timeout_s: float) -> Any: ...
+
+    async def load_adapter(self, request: Any, key: str, timeout_s: float) -> Any: ...
+
+    async def unload_adapter(self, request: Any, key: str, timeout_s: float) -> Any: ...
 
     async def close(self) -> None: ...
 
 
-class GrpcCaller:
+class _Methods:
+    """The gateway RPCs the generator sends, each through ``_unary``/``_stream`` over the
+    target's own callable for it (a stub method, or the service object's)."""
+
+    target: Any
+
+    async def _unary(self, method: Any, request: Any, key: str, timeout_s: float) -> Any:
+        raise NotImplementedError
+
+    def _stream(self, method: Any, request: Any, key: str, timeout_s: float) -> AsyncIterator[Any]:
+        raise NotImplementedError
+
+    async def answer(self, request: Any, key: str, timeout_s: float) -> Any:
+        return await self._unary(self.target.Answer, request, key, timeout_s)
+
+    def answer_stream(self, request: Any, key: str, timeout_s: float) -> AsyncIterator[Any]:
+        return self._stream(self.target.AnswerStream, request, key, timeout_s)
+
+    async def ingest(self, request: Any, key: str, timeout_s: float) -> Any:
+        return await self._unary(self.target.Ingest, request, key, timeout_s)
+
+    async def load_adapter(self, request: Any, key: str, timeout_s: float) -> Any:
+        return await self._unary(self.target.LoadAdapter, request, key, timeout_s)
+
+    async def unload_adapter(self, request: Any, key: str, timeout_s: float) -> Any:
+        return await self._unary(self.target.UnloadAdapter, request, key, timeout_s)
+
+
+class GrpcCaller(_Methods):
     """One ``grpc.aio`` channel to the gateway (HTTP/2 multiplexes every in-flight call)."""
 
     def __init__(self, target: str, *, application: str = "gateway", tls: bool = False) -> None:
@@ -41,24 +75,22 @@ class GrpcCaller:
             if tls
             else grpc.aio.insecure_channel(target, options=options)
         )
-        self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
+        self.target = gateway_pb2_grpc.GatewayStub(self.channel)
         self.application = application
 
     def _metadata(self, key: str) -> tuple[tuple[str, str], ...]:
         return (("application", self.application), ("authorization", f"Bearer {key}"))
 
-    async def unary(self, rpc: str, request: Any, key: str, timeout_s: float) -> Any:
+    async def _unary(self, method: Any, request: Any, key: str, timeout_s: float) -> Any:
         try:
-            return await getattr(self.stub, rpc)(
-                request, metadata=self._metadata(key), timeout=timeout_s
-            )
+            return await method(request, metadata=self._metadata(key), timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise CallError(exc.code().name, exc.details() or "") from None
 
-    async def stream(
-        self, rpc: str, request: Any, key: str, timeout_s: float
+    async def _stream(
+        self, method: Any, request: Any, key: str, timeout_s: float
     ) -> AsyncIterator[Any]:
-        call = getattr(self.stub, rpc)(request, metadata=self._metadata(key), timeout=timeout_s)
+        call = method(request, metadata=self._metadata(key), timeout=timeout_s)
         try:
             async for message in call:
                 yield message
@@ -77,32 +109,32 @@ class GrpcCaller:
         await self.channel.close()
 
 
-class InProcessCaller:
+class InProcessCaller(_Methods):
     """Calls a ``GatewayService`` object directly, the key in its call context."""
 
     def __init__(self, gateway: Any) -> None:
-        self.gateway = gateway
+        self.target = gateway
 
     @staticmethod
     def _context(key: str) -> CallContext:
         return CallContext(metadata={"authorization": f"Bearer {key}"})
 
-    async def unary(self, rpc: str, request: Any, key: str, timeout_s: float) -> Any:
+    async def _unary(self, method: Any, request: Any, key: str, timeout_s: float) -> Any:
         try:
             async with asyncio.timeout(timeout_s):
-                return await getattr(self.gateway, rpc)(request, self._context(key))
+                return await method(request, self._context(key))
         except TimeoutError:
             raise CallError("DEADLINE_EXCEEDED", "deadline exceeded") from None
         except Exception as exc:
             code, details = to_status(exc)
             raise CallError(code.name, details) from None
 
-    async def stream(
-        self, rpc: str, request: Any, key: str, timeout_s: float
+    async def _stream(
+        self, method: Any, request: Any, key: str, timeout_s: float
     ) -> AsyncIterator[Any]:
         try:
             async with asyncio.timeout(timeout_s):
-                async for message in getattr(self.gateway, rpc)(request, self._context(key)):
+                async for message in method(request, self._context(key)):
                     yield message
         except TimeoutError:
             raise CallError("DEADLINE_EXCEEDED", "deadline exceeded") from None
@@ -111,4 +143,4 @@ class InProcessCaller:
             raise CallError(code.name, details) from None
 
     async def close(self) -> None:
-        await self.gateway.shutdown()
+        await self.target.shutdown()

@@ -116,7 +116,7 @@ class Runner:
             if self.workload.stream:
                 done = await self._stream(request, key, start, record)
             else:
-                done = await self.caller.unary("Answer", request, key, self.workload.timeout_s)
+                done = await self.caller.answer(request, key, self.workload.timeout_s)
             record.e2el_ms = (time.perf_counter() - start) * 1000
             if done is not None:
                 record.path = PATH_NAME.get(done.route.path, "")
@@ -135,7 +135,7 @@ class Runner:
         self, request: gateway_pb2.AnswerRequest, key: str, start: float, record: RequestRecord
     ) -> gateway_pb2.AnswerResponse | None:
         done, last = None, None
-        stream = self.caller.stream("AnswerStream", request, key, self.workload.timeout_s)
+        stream = self.caller.answer_stream(request, key, self.workload.timeout_s)
         async for event in stream:
             which = event.WhichOneof("event")
             if which == "delta":
@@ -436,7 +436,7 @@ class Background:
                 collection=spec.collection, documents=[document], create_collection=True
             )
             try:
-                await runner.caller.unary("Ingest", ingest, key, w.timeout_s)
+                await runner.caller.ingest(ingest, key, w.timeout_s)
             except CallError:
                 self.freshness.append(None)
             else:
@@ -457,7 +457,7 @@ class Background:
         w = self.runner.workload
         while (sent := time.perf_counter()) - acked < spec.give_up_s:
             try:
-                reply = await self.runner.caller.unary("Answer", probe, key, w.timeout_s)
+                reply = await self.runner.caller.answer(probe, key, w.timeout_s)
                 if any(c.doc_id == f"loadtest-{token}" for c in reply.citations):
                     # When the probe that found it was sent: its search ran a few ms later
                     # (embedding the question), its answer much later (rerank, generation).
@@ -476,14 +476,16 @@ class Background:
             key = (self.runner.base / spec.admin_key_file).read_text().strip()
         key = key or self.runner.sampler.keys[0]
         while await self._sleep(spec.interval_s):
-            for rpc, request, counter in (
-                ("UnloadAdapter", generation_pb2.UnloadAdapterRequest(name=spec.adapter),
+            caller = self.runner.caller
+            for call, request, counter in (
+                (caller.unload_adapter, generation_pb2.UnloadAdapterRequest(name=spec.adapter),
                  "unloads"),
-                ("LoadAdapter", generation_pb2.LoadAdapterRequest(name=spec.adapter,
-                                                                  source=spec.source), "loads"),
+                (caller.load_adapter, generation_pb2.LoadAdapterRequest(name=spec.adapter,
+                                                                        source=spec.source),
+                 "loads"),
             ):  # fmt: skip
                 try:
-                    await self.runner.caller.unary(rpc, request, key, w.timeout_s)
+                    await call(request, key, w.timeout_s)
                     self.churn[counter] += 1
                 except CallError:
                     self.churn["errors"] += 1

@@ -91,7 +91,7 @@ ANSWERS = "ray_ragtune_gateway_answers_total"
 
 
 def overview() -> dashboard.Dashboard:
-    errors = f'sum by (path) (rate({ANSWERS}{{outcome="error"}}{RATE}))'
+    errors = f'sum by (path) (rate({ANSWERS}{{outcome="server_error"}}{RATE}))'
     total = f"sum by (path) (rate({ANSWERS}{RATE}))"
     cost = "ray_ragtune_request_cost_usd_total"
     return (
@@ -101,8 +101,9 @@ def overview() -> dashboard.Dashboard:
             _stat(
                 "Error ratio",
                 "percentunit",
-                "Failed answers over all answers.",
-                f'(sum(rate({ANSWERS}{{outcome="error"}}{RATE})) or vector(0))'
+                "Answers ragtune failed (server errors) over all answers; refusals and calls "
+                "the client cancelled or let pass its deadline do not count.",
+                f'(sum(rate({ANSWERS}{{outcome="server_error"}}{RATE})) or vector(0))'
                 f" / sum(rate({ANSWERS}{RATE}))",
             )
         )
@@ -133,7 +134,8 @@ def overview() -> dashboard.Dashboard:
             _series(
                 "Error ratio by path",
                 "percentunit",
-                "Failed answers over answers; path 'none' failed before routing.",
+                "Server errors over answers (the availability SLO's ratio); path 'none' "
+                "failed before routing.",
                 (f"({errors} or {total} * 0) / {total}", "{{path}}"),
             )
         )
@@ -141,11 +143,13 @@ def overview() -> dashboard.Dashboard:
             _series(
                 "RPC errors by service and code",
                 "reqps",
-                "Every non-OK status of every service's RPCs.",
+                "Every non-OK status of every service's RPCs, by outcome: server_error counts "
+                "against the SLOs; client_error (refused) and cancelled (the client went away "
+                "or its deadline passed) do not.",
                 (
-                    "sum by (service, code) "
+                    "sum by (service, code, outcome) "
                     f'(rate(ray_ragtune_rpc_requests_total{{code!="OK"}}{RATE}))',
-                    "{{service}} {{code}}",
+                    "{{service}} {{code}} ({{outcome}})",
                 ),
             )
         )

@@ -82,7 +82,11 @@ class RerankService:
             }
         )
         order = np.argsort(-scores, kind="stable")
+        kind = "probability" if self.config.normalize else "logit"
+        if self.config.kind == "maxsim":
+            kind = "maxsim"  # sum over query tokens of the best cosine: grows with the query
         if self.config.input_order_weight > 0:
+            kind = "rrf"
             fused = reciprocal_rank_fusion(
                 [range(len(passages)), order.tolist()], [self.config.input_order_weight, 1.0]
             )
@@ -99,4 +103,5 @@ class RerankService:
             tokens=tokens,
             truncated_passages=sum(1 for c in cut if c),
             busy_ms=busy_s * 1000,
+            score_kind=kind,
         )

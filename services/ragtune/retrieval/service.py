@@ -169,13 +169,14 @@ class RetrievalService:
             )
         return batcher
 
-    def _rank(self, collection_id, index, request, query, accept) -> list[Hit]:
+    def _rank(self, collection_id, index, request, query, accept) -> tuple[list[Hit], list[float]]:
+        """The hits, and in hybrid mode the dense ranking's scores as well."""
         set_faiss_threads(self._faiss_threads)  # runs in a worker thread
         top_k, mode = request.top_k, request.mode
         depth = top_k if mode != pb.SEARCH_MODE_HYBRID else max(top_k, FUSION_DEPTH)
         dense = index.search(query, depth, accept) if query is not None else []
         if mode == pb.SEARCH_MODE_DENSE:
-            return dense
+            return dense, []
         lexical_index = self.replica.lexical[collection_id]
         chunks = {h.chunk.id: h.chunk for h in dense}
         found = lexical_index.search(request.query_text, depth, accept)
@@ -183,9 +184,10 @@ class RetrievalService:
         chunks.update(index.chunks(missing))
         lexical = [Hit(chunks[i], score) for i, score in found]
         if mode == pb.SEARCH_MODE_LEXICAL:
-            return lexical
+            return lexical, []
         weights = (request.dense_weight or 1.0, request.lexical_weight or 1.0)
-        return fuse(dense, lexical, *weights, top_k)
+        fused = fuse(dense, lexical, *weights, top_k)
+        return fused, [h.score for h in dense[:top_k]]
 
     async def _write(self, fn, *args):
         """Run a store write and apply it to the indexes, one at a time per replica."""
@@ -193,6 +195,13 @@ class RetrievalService:
             result = await asyncio.to_thread(fn, *args)
             await asyncio.to_thread(self._catch_up)
             return result
+
+    async def _write_to(self, tenant: str, name: str, fn, *args):
+        """``fn(row, *args)`` as a store write on the collection as the database has it when
+        the write runs: read under the write lock, so a collection dropped by a write queued
+        before this one is NOT_FOUND here, not a dangling row (the store checks it again in
+        the write's own transaction, for drops made through other replicas)."""
+        return await self._write(lambda: fn(self._collection(tenant, name), *args))
 
     def _catch_up(self) -> None:
         dropped = self.replica.catch_up()
@@ -262,8 +271,7 @@ class RetrievalService:
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest
     ) -> pb.DeleteCollectionResponse:
-        row = self._collection(request.tenant, request.name)
-        seq = await self._write(self.store.drop_collection, row)
+        seq = await self._write_to(request.tenant, request.name, self.store.drop_collection)
         return pb.DeleteCollectionResponse(seq=seq)
 
     @_counted
@@ -276,7 +284,7 @@ class RetrievalService:
 
     @_counted
     async def Upsert(self, request: pb.UpsertRequest) -> pb.UpsertResponse:
-        row = self._collection(request.tenant, request.collection)
+        self._collection(request.tenant, request.collection)  # NOT_FOUND before the chunks
         check_count(request.chunks, "chunks", "chunk", limit=self.config.max_upsert_chunks)
         new, seen = [], set()
         for i, c in enumerate(request.chunks):
@@ -290,14 +298,18 @@ class RetrievalService:
             seen.add(c.chunk_id)
             vector = np.asarray(c.vector, dtype=np.float32)
             new.append(NewChunk(c.doc_id, c.chunk_id, c.text, dict(c.metadata), vector))
-        seq, replaced = await self._write(self.store.upsert, row, new)
+        seq, replaced = await self._write_to(
+            request.tenant, request.collection, self.store.upsert, new
+        )
         return pb.UpsertResponse(seq=seq, upserted=len(new), replaced_documents=replaced)
 
     @_counted
     async def Delete(self, request: pb.DeleteRequest) -> pb.DeleteResponse:
-        row = self._collection(request.tenant, request.collection)
+        self._collection(request.tenant, request.collection)
         check_count(request.doc_ids, "doc_ids", "document", limit=self.config.max_delete_documents)
-        seq, deleted = await self._write(self.store.delete_documents, row, list(request.doc_ids))
+        seq, deleted = await self._write_to(
+            request.tenant, request.collection, self.store.delete_documents, list(request.doc_ids)
+        )
         return pb.DeleteResponse(seq=seq, deleted=deleted)
 
     @_counted
@@ -318,6 +330,13 @@ class RetrievalService:
                     f"replica has applied seq {self.applied_seq}, below min_seq {request.min_seq}"
                 )
         row = self._searched_collection(request.tenant, request.collection)
+        if mode == pb.SEARCH_MODE_AUTO:
+            auto = bool(row.lexical and request.query_text.strip())
+            mode = pb.SEARCH_MODE_HYBRID if auto else pb.SEARCH_MODE_DENSE
+            resolved = pb.SearchRequest()
+            resolved.CopyFrom(request)
+            resolved.mode = mode
+            request = resolved
         query = None
         if mode != pb.SEARCH_MODE_LEXICAL:
             if not request.query_vector:
@@ -352,10 +371,12 @@ class RetrievalService:
             found, busy_s = await self._batcher(row.id, index).submit_timed(
                 [(query, request.top_k)], tokens=1
             )
-            hits, busy_ms = found[0], busy_s * 1000
+            hits, busy_ms, dense_scores = found[0], busy_s * 1000, []
         else:
             started = time.perf_counter()
-            hits = await asyncio.to_thread(self._rank, row.id, index, request, query, accept)
+            hits, dense_scores = await asyncio.to_thread(
+                self._rank, row.id, index, request, query, accept
+            )
             busy_ms = (time.perf_counter() - started) * 1000
         annotate(
             {
@@ -380,4 +401,7 @@ class RetrievalService:
             ],
             applied_seq=self.applied_seq,
             busy_ms=busy_ms,
+            mode=mode,
+            metric=row.metric,
+            dense_scores=dense_scores,
         )

@@ -203,8 +203,25 @@ class Store:
             seq = self._log(conn, cid, "create", [])
         return dataclasses.replace(wanted, id=cid), seq
 
+    @staticmethod
+    def _lock_collection(conn: sa.Connection, collection: CollectionRow) -> None:
+        """Lock ``collection``'s row for the rest of the transaction, or raise NotFound when it
+        is gone (dropped by a write that committed first, perhaps through another replica).
+
+        A no-op UPDATE, not a SELECT: it takes the write lock first thing on SQLite too, where
+        a transaction that read first could not write after another one's commit, and on
+        PostgreSQL it holds a concurrent drop until this write commits."""
+        locked = conn.execute(
+            collections.update()
+            .where(collections.c.id == collection.id)
+            .values(id=collections.c.id)
+        ).rowcount
+        if not locked:
+            raise NotFound(f"collection {collection.name!r} not found")
+
     def drop_collection(self, collection: CollectionRow) -> int:
         with self.engine.begin() as conn:
+            self._lock_collection(conn, collection)
             conn.execute(chunks.delete().where(chunks.c.collection_id == collection.id))
             conn.execute(collections.delete().where(collections.c.id == collection.id))
             return self._log(conn, collection.id, "drop", [])
@@ -235,6 +252,7 @@ class Store:
                 )
         hashes = _document_hashes(new)
         with self.engine.begin() as conn:
+            self._lock_collection(conn, collection)
             stored = dict(
                 conn.execute(
                     sa.select(chunks.c.doc_id, sa.func.max(chunks.c.doc_hash))
@@ -278,6 +296,7 @@ class Store:
         self, collection: CollectionRow, doc_ids: Sequence[str]
     ) -> tuple[int, int]:
         with self.engine.begin() as conn:
+            self._lock_collection(conn, collection)
             deleted = conn.execute(
                 chunks.delete().where(
                     chunks.c.collection_id == collection.id, chunks.c.doc_id.in_(list(doc_ids))

@@ -234,7 +234,7 @@ def chat_examples(sentences: Sequence[str], target: Callable[[str], str]) -> lis
 
 
 def _rag_examples(sentences: Sequence[str], target: Callable[[str], str]) -> list[list[dict]]:
-    """Chats shaped exactly like the serving engine's RAG prompts (context in the system turn).
+    """Chats shaped exactly like the serving engine's RAG prompts (``build_messages``).
 
     One for every few sentences, spread over the corpus.  The answer's sentence sits in the
     context next to a distractor, in either order, so the model (and each adapter's style)

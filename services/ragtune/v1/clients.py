@@ -198,7 +198,7 @@ class GatewayClient:
         )
 
     async def create_collection(
-        self, request: gateway_pb2.GatewayCollectionRequest, *, model_id: str = ""
+        self, request: gateway_pb2.GatewayCreateCollectionRequest, *, model_id: str = ""
     ) -> retrieval_pb2.CreateCollectionResponse:
         return cast(
             retrieval_pb2.CreateCollectionResponse,
@@ -211,6 +211,22 @@ class GatewayClient:
         return cast(
             retrieval_pb2.DeleteCollectionResponse,
             await self.transport.unary("DeleteCollection", request, retrieval_pb2.DeleteCollectionResponse, model_id=model_id),
+        )
+
+    async def get_collection(
+        self, request: gateway_pb2.GatewayCollectionRequest, *, model_id: str = ""
+    ) -> gateway_pb2.GetCollectionResponse:
+        return cast(
+            gateway_pb2.GetCollectionResponse,
+            await self.transport.unary("GetCollection", request, gateway_pb2.GetCollectionResponse, model_id=model_id),
+        )
+
+    async def delete_documents(
+        self, request: gateway_pb2.DeleteDocumentsRequest, *, model_id: str = ""
+    ) -> gateway_pb2.DeleteDocumentsResponse:
+        return cast(
+            gateway_pb2.DeleteDocumentsResponse,
+            await self.transport.unary("DeleteDocuments", request, gateway_pb2.DeleteDocumentsResponse, model_id=model_id),
         )
 
     async def feedback(

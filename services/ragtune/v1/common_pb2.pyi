@@ -77,7 +77,7 @@ class Cost(_message.Message):
     def __init__(self, total_micro_usd: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageCost, _Mapping]]] = ..., list_price_micro_usd: _Optional[int] = ...) -> None: ...
 
 class Citation(_message.Message):
-    __slots__ = ("marker", "doc_id", "chunk_id", "score", "snippet", "metadata")
+    __slots__ = ("marker", "doc_id", "chunk_id", "score", "snippet", "metadata", "score_kind")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,13 +91,15 @@ class Citation(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SNIPPET_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    SCORE_KIND_FIELD_NUMBER: _ClassVar[int]
     marker: int
     doc_id: str
     chunk_id: str
     score: float
     snippet: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, marker: _Optional[int] = ..., doc_id: _Optional[str] = ..., chunk_id: _Optional[str] = ..., score: _Optional[float] = ..., snippet: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    score_kind: str
+    def __init__(self, marker: _Optional[int] = ..., doc_id: _Optional[str] = ..., chunk_id: _Optional[str] = ..., score: _Optional[float] = ..., snippet: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., score_kind: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("embedding_tokens", "rerank_tokens", "prompt_tokens", "completion_tokens")

@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aragtune/v1/embedding.proto\x12\nragtune.v1\"W\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12)\n\ninput_type\x18\x02 \x01(\x0e\x32\x15.ragtune.v1.InputType\x12\r\n\x05model\x18\x03 \x01(\t\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x92\x01\n\rEmbedResponse\x12#\n\x07vectors\x18\x01 \x03(\x0b\x32\x12.ragtune.v1.Vector\x12\x0c\n\x04\x64ims\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0ctoken_counts\x18\x04 \x03(\x05\x12\x18\n\x10truncated_tokens\x18\x05 \x03(\x05\x12\x0f\n\x07\x62usy_ms\x18\x06 \x01(\x01*U\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x16\n\x12INPUT_TYPE_PASSAGE\x10\x02\x32I\n\tEmbedding\x12<\n\x05\x45mbed\x12\x18.ragtune.v1.EmbedRequest\x1a\x19.ragtune.v1.EmbedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aragtune/v1/embedding.proto\x12\nragtune.v1\"W\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12)\n\ninput_type\x18\x02 \x01(\x0e\x32\x15.ragtune.v1.InputType\x12\r\n\x05model\x18\x03 \x01(\t\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x92\x01\n\rEmbedResponse\x12#\n\x07vectors\x18\x01 \x03(\x0b\x32\x12.ragtune.v1.Vector\x12\x0c\n\x04\x64ims\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0ctoken_counts\x18\x04 \x03(\x05\x12\x18\n\x10truncated_tokens\x18\x05 \x03(\x05\x12\x0f\n\x07\x62usy_ms\x18\x06 \x01(\x01*U\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x16\n\x12INPUT_TYPE_PASSAGE\x10\x02\x32N\n\tEmbedding\x12\x41\n\x05\x45mbed\x12\x18.ragtune.v1.EmbedRequest\x1a\x19.ragtune.v1.EmbedResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragtune.v1.embedding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_EMBEDDING'].methods_by_name['Embed']._loaded_options = None
+  _globals['_EMBEDDING'].methods_by_name['Embed']._serialized_options = b'\220\002\001'
   _globals['_INPUTTYPE']._serialized_start=306
   _globals['_INPUTTYPE']._serialized_end=391
   _globals['_EMBEDREQUEST']._serialized_start=42
@@ -40,5 +42,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDRESPONSE']._serialized_start=158
   _globals['_EMBEDRESPONSE']._serialized_end=304
   _globals['_EMBEDDING']._serialized_start=393
-  _globals['_EMBEDDING']._serialized_end=466
+  _globals['_EMBEDDING']._serialized_end=471
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ from ragtune.v1 import generation_pb2 as ragtune_dot_v1_dot_generation__pb2
 from ragtune.v1 import retrieval_pb2 as ragtune_dot_v1_dot_retrieval__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18ragtune/v1/gateway.proto\x12\nragtune.v1\x1a\x17ragtune/v1/common.proto\x1a\x1bragtune/v1/generation.proto\x1a\x1aragtune/v1/retrieval.proto\"\xab\x03\n\rAnswerRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x1e\n\x04path\x18\x02 \x01(\x0e\x32\x10.ragtune.v1.Path\x12\x0f\n\x07\x61\x64\x61pter\x18\x03 \x01(\t\x12\x12\n\ncollection\x18\x04 \x01(\t\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12,\n\x08sampling\x18\x06 \x01(\x0b\x32\x1a.ragtune.v1.SamplingParams\x12\x35\n\x06\x66ilter\x18\x07 \x03(\x0b\x32%.ragtune.v1.AnswerRequest.FilterEntry\x12\x19\n\x11require_citations\x18\x08 \x01(\x08\x12\x1b\n\x13\x66reshness_sensitive\x18\t \x01(\x08\x12\x15\n\routput_format\x18\n \x01(\t\x12\x0c\n\x04task\x18\x0b \x01(\t\x12\x0c\n\x04tone\x18\x0c \x01(\t\x12\x19\n\x11latency_budget_ms\x18\r \x01(\x05\x12\x1a\n\x12max_cost_micro_usd\x18\x0e \x01(\x03\x1a-\n\x0b\x46ilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x02\n\x0e\x41nswerResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12(\n\x05route\x18\x02 \x01(\x0b\x32\x19.ragtune.v1.RouteDecision\x12\'\n\tcitations\x18\x03 \x03(\x0b\x32\x14.ragtune.v1.Citation\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.ragtune.v1.Usage\x12(\n\x07timings\x18\x05 \x03(\x0b\x32\x17.ragtune.v1.StageTiming\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12\x1e\n\x04\x63ost\x18\x07 \x01(\x0b\x32\x10.ragtune.v1.Cost\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x7f\n\x0b\x41nswerEvent\x12*\n\x05route\x18\x01 \x01(\x0b\x32\x19.ragtune.v1.RouteDecisionH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12*\n\x04\x64one\x18\x03 \x01(\x0b\x32\x1a.ragtune.v1.AnswerResponseH\x00\x42\x07\n\x05\x65vent\"\x9e\x01\n\x08\x44ocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x34\n\x08metadata\x18\x04 \x03(\x0b\x32\".ragtune.v1.Document.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"g\n\rIngestRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\'\n\tdocuments\x18\x02 \x03(\x0b\x32\x14.ragtune.v1.Document\x12\x19\n\x11\x63reate_collection\x18\x03 \x01(\x08\"b\n\x0eIngestResponse\x12\x11\n\tdocuments\x18\x01 \x01(\x05\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\x05\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.ragtune.v1.Usage\"(\n\x18GatewayCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1f\n\x1dGatewayListCollectionsRequest\"F\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\"2\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x1e\n\x04path\x18\x01 \x01(\x0e\x32\x10.ragtune.v1.Path\",\n\x0cUsageRequest\x12\r\n\x05since\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\"\xb7\x01\n\x08UsageRow\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x1e\n\x04path\x18\x02 \x01(\x0e\x32\x10.ragtune.v1.Path\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x04 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x03\x12\r\n\x05rated\x18\x07 \x01(\x03\x12\x13\n\x0bmean_rating\x18\x08 \x01(\x01\"a\n\rUsageResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\"\n\x04rows\x18\x02 \x03(\x0b\x32\x14.ragtune.v1.UsageRow\x12\x1c\n\x14total_cost_micro_usd\x18\x03 \x01(\x03\x32\xf2\x06\n\x07Gateway\x12?\n\x06\x41nswer\x12\x19.ragtune.v1.AnswerRequest\x1a\x1a.ragtune.v1.AnswerResponse\x12\x44\n\x0c\x41nswerStream\x12\x19.ragtune.v1.AnswerRequest\x1a\x17.ragtune.v1.AnswerEvent0\x01\x12?\n\x06Ingest\x12\x19.ragtune.v1.IngestRequest\x1a\x1a.ragtune.v1.IngestResponse\x12^\n\x10\x43reateCollection\x12$.ragtune.v1.GatewayCollectionRequest\x1a$.ragtune.v1.CreateCollectionResponse\x12^\n\x10\x44\x65leteCollection\x12$.ragtune.v1.GatewayCollectionRequest\x1a$.ragtune.v1.DeleteCollectionResponse\x12\x45\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1b.ragtune.v1.FeedbackRequest\x1a\x1c.ragtune.v1.FeedbackResponse\x12<\n\x05Usage\x12\x18.ragtune.v1.UsageRequest\x1a\x19.ragtune.v1.UsageResponse\x12\x61\n\x0fListCollections\x12).ragtune.v1.GatewayListCollectionsRequest\x1a#.ragtune.v1.ListCollectionsResponse\x12Q\n\x0cListAdapters\x12\x1f.ragtune.v1.ListAdaptersRequest\x1a .ragtune.v1.ListAdaptersResponse\x12N\n\x0bLoadAdapter\x12\x1e.ragtune.v1.LoadAdapterRequest\x1a\x1f.ragtune.v1.LoadAdapterResponse\x12T\n\rUnloadAdapter\x12 .ragtune.v1.UnloadAdapterRequest\x1a!.ragtune.v1.UnloadAdapterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18ragtune/v1/gateway.proto\x12\nragtune.v1\x1a\x17ragtune/v1/common.proto\x1a\x1bragtune/v1/generation.proto\x1a\x1aragtune/v1/retrieval.proto\"\xab\x03\n\rAnswerRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x1e\n\x04path\x18\x02 \x01(\x0e\x32\x10.ragtune.v1.Path\x12\x0f\n\x07\x61\x64\x61pter\x18\x03 \x01(\t\x12\x12\n\ncollection\x18\x04 \x01(\t\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12,\n\x08sampling\x18\x06 \x01(\x0b\x32\x1a.ragtune.v1.SamplingParams\x12\x35\n\x06\x66ilter\x18\x07 \x03(\x0b\x32%.ragtune.v1.AnswerRequest.FilterEntry\x12\x19\n\x11require_citations\x18\x08 \x01(\x08\x12\x1b\n\x13\x66reshness_sensitive\x18\t \x01(\x08\x12\x15\n\routput_format\x18\n \x01(\t\x12\x0c\n\x04task\x18\x0b \x01(\t\x12\x0c\n\x04tone\x18\x0c \x01(\t\x12\x19\n\x11latency_budget_ms\x18\r \x01(\x05\x12\x1a\n\x12max_cost_micro_usd\x18\x0e \x01(\x03\x1a-\n\x0b\x46ilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x02\n\x0e\x41nswerResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12(\n\x05route\x18\x02 \x01(\x0b\x32\x19.ragtune.v1.RouteDecision\x12\'\n\tcitations\x18\x03 \x03(\x0b\x32\x14.ragtune.v1.Citation\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.ragtune.v1.Usage\x12(\n\x07timings\x18\x05 \x03(\x0b\x32\x17.ragtune.v1.StageTiming\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12\x1e\n\x04\x63ost\x18\x07 \x01(\x0b\x32\x10.ragtune.v1.Cost\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\r\n\x05model\x18\t \x01(\t\"\x7f\n\x0b\x41nswerEvent\x12*\n\x05route\x18\x01 \x01(\x0b\x32\x19.ragtune.v1.RouteDecisionH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12*\n\x04\x64one\x18\x03 \x01(\x0b\x32\x1a.ragtune.v1.AnswerResponseH\x00\x42\x07\n\x05\x65vent\"\x9e\x01\n\x08\x44ocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x34\n\x08metadata\x18\x04 \x03(\x0b\x32\".ragtune.v1.Document.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x01\n\rIngestRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\'\n\tdocuments\x18\x02 \x03(\x0b\x32\x14.ragtune.v1.Document\x12\x19\n\x11\x63reate_collection\x18\x03 \x01(\x08\x12\x11\n\tingest_id\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\r\n\x05\x66inal\x18\x06 \x01(\x08\"\x86\x01\n\x0eIngestResponse\x12\x11\n\tdocuments\x18\x01 \x01(\x05\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\x05\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.ragtune.v1.Usage\x12\"\n\x03run\x18\x05 \x01(\x0b\x32\x15.ragtune.v1.IngestRun\"\x8b\x01\n\tIngestRun\x12\x11\n\tingest_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\tdocuments\x18\x03 \x01(\x03\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\x03\x12\x12\n\nstarted_at\x18\x05 \x01(\t\x12\x12\n\nupdated_at\x18\x06 \x01(\t\x12\x10\n\x08\x63omplete\x18\x07 \x01(\x08\"(\n\x18GatewayCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"c\n\x1eGatewayCreateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nindex_type\x18\x02 \x01(\t\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x0f\n\x07lexical\x18\x04 \x01(\x08\"o\n\x15GetCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragtune.v1.Collection\x12*\n\x0blast_ingest\x18\x02 \x01(\x0b\x32\x15.ragtune.v1.IngestRun\"=\n\x16\x44\x65leteDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0f\n\x07\x64oc_ids\x18\x02 \x03(\t\"6\n\x17\x44\x65leteDocumentsResponse\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x03\x12\x0b\n\x03seq\x18\x02 \x01(\x03\"\x1f\n\x1dGatewayListCollectionsRequest\"F\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\"2\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x1e\n\x04path\x18\x01 \x01(\x0e\x32\x10.ragtune.v1.Path\",\n\x0cUsageRequest\x12\r\n\x05since\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\"\xb7\x01\n\x08UsageRow\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x1e\n\x04path\x18\x02 \x01(\x0e\x32\x10.ragtune.v1.Path\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x04 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x03\x12\r\n\x05rated\x18\x07 \x01(\x03\x12\x13\n\x0bmean_rating\x18\x08 \x01(\x01\"\x83\x01\n\rUsageResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\"\n\x04rows\x18\x02 \x03(\x0b\x32\x14.ragtune.v1.UsageRow\x12\x1c\n\x14total_cost_micro_usd\x18\x03 \x01(\x03\x12 \n\x05quota\x18\x04 \x01(\x0b\x32\x11.ragtune.v1.Quota\"W\n\x05Quota\x12\x1b\n\x13requests_per_minute\x18\x01 \x01(\x03\x12\x16\n\x0etokens_per_day\x18\x02 \x01(\x03\x12\x19\n\x11tokens_used_today\x18\x03 \x01(\x03\x32\xcc\x08\n\x07Gateway\x12?\n\x06\x41nswer\x12\x19.ragtune.v1.AnswerRequest\x1a\x1a.ragtune.v1.AnswerResponse\x12\x44\n\x0c\x41nswerStream\x12\x19.ragtune.v1.AnswerRequest\x1a\x17.ragtune.v1.AnswerEvent0\x01\x12\x44\n\x06Ingest\x12\x19.ragtune.v1.IngestRequest\x1a\x1a.ragtune.v1.IngestResponse\"\x03\x90\x02\x02\x12\x64\n\x10\x43reateCollection\x12*.ragtune.v1.GatewayCreateCollectionRequest\x1a$.ragtune.v1.CreateCollectionResponse\x12^\n\x10\x44\x65leteCollection\x12$.ragtune.v1.GatewayCollectionRequest\x1a$.ragtune.v1.DeleteCollectionResponse\x12]\n\rGetCollection\x12$.ragtune.v1.GatewayCollectionRequest\x1a!.ragtune.v1.GetCollectionResponse\"\x03\x90\x02\x01\x12_\n\x0f\x44\x65leteDocuments\x12\".ragtune.v1.DeleteDocumentsRequest\x1a#.ragtune.v1.DeleteDocumentsResponse\"\x03\x90\x02\x02\x12\x45\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1b.ragtune.v1.FeedbackRequest\x1a\x1c.ragtune.v1.FeedbackResponse\x12\x41\n\x05Usage\x12\x18.ragtune.v1.UsageRequest\x1a\x19.ragtune.v1.UsageResponse\"\x03\x90\x02\x01\x12\x66\n\x0fListCollections\x12).ragtune.v1.GatewayListCollectionsRequest\x1a#.ragtune.v1.ListCollectionsResponse\"\x03\x90\x02\x01\x12V\n\x0cListAdapters\x12\x1f.ragtune.v1.ListAdaptersRequest\x1a .ragtune.v1.ListAdaptersResponse\"\x03\x90\x02\x01\x12N\n\x0bLoadAdapter\x12\x1e.ragtune.v1.LoadAdapterRequest\x1a\x1f.ragtune.v1.LoadAdapterResponse\x12T\n\rUnloadAdapter\x12 .ragtune.v1.UnloadAdapterRequest\x1a!.ragtune.v1.UnloadAdapterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,36 +38,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANSWERREQUEST_FILTERENTRY']._serialized_options = b'8\001'
   _globals['_DOCUMENT_METADATAENTRY']._loaded_options = None
   _globals['_DOCUMENT_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_GATEWAY'].methods_by_name['Ingest']._loaded_options = None
+  _globals['_GATEWAY'].methods_by_name['Ingest']._serialized_options = b'\220\002\002'
+  _globals['_GATEWAY'].methods_by_name['GetCollection']._loaded_options = None
+  _globals['_GATEWAY'].methods_by_name['GetCollection']._serialized_options = b'\220\002\001'
+  _globals['_GATEWAY'].methods_by_name['DeleteDocuments']._loaded_options = None
+  _globals['_GATEWAY'].methods_by_name['DeleteDocuments']._serialized_options = b'\220\002\002'
+  _globals['_GATEWAY'].methods_by_name['Usage']._loaded_options = None
+  _globals['_GATEWAY'].methods_by_name['Usage']._serialized_options = b'\220\002\001'
+  _globals['_GATEWAY'].methods_by_name['ListCollections']._loaded_options = None
+  _globals['_GATEWAY'].methods_by_name['ListCollections']._serialized_options = b'\220\002\001'
+  _globals['_GATEWAY'].methods_by_name['ListAdapters']._loaded_options = None
+  _globals['_GATEWAY'].methods_by_name['ListAdapters']._serialized_options = b'\220\002\001'
   _globals['_ANSWERREQUEST']._serialized_start=123
   _globals['_ANSWERREQUEST']._serialized_end=550
   _globals['_ANSWERREQUEST_FILTERENTRY']._serialized_start=505
   _globals['_ANSWERREQUEST_FILTERENTRY']._serialized_end=550
   _globals['_ANSWERRESPONSE']._serialized_start=553
-  _globals['_ANSWERRESPONSE']._serialized_end=819
-  _globals['_ANSWEREVENT']._serialized_start=821
-  _globals['_ANSWEREVENT']._serialized_end=948
-  _globals['_DOCUMENT']._serialized_start=951
-  _globals['_DOCUMENT']._serialized_end=1109
-  _globals['_DOCUMENT_METADATAENTRY']._serialized_start=1062
-  _globals['_DOCUMENT_METADATAENTRY']._serialized_end=1109
-  _globals['_INGESTREQUEST']._serialized_start=1111
-  _globals['_INGESTREQUEST']._serialized_end=1214
-  _globals['_INGESTRESPONSE']._serialized_start=1216
-  _globals['_INGESTRESPONSE']._serialized_end=1314
-  _globals['_GATEWAYCOLLECTIONREQUEST']._serialized_start=1316
-  _globals['_GATEWAYCOLLECTIONREQUEST']._serialized_end=1356
-  _globals['_GATEWAYLISTCOLLECTIONSREQUEST']._serialized_start=1358
-  _globals['_GATEWAYLISTCOLLECTIONSREQUEST']._serialized_end=1389
-  _globals['_FEEDBACKREQUEST']._serialized_start=1391
-  _globals['_FEEDBACKREQUEST']._serialized_end=1461
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1463
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1513
-  _globals['_USAGEREQUEST']._serialized_start=1515
-  _globals['_USAGEREQUEST']._serialized_end=1559
-  _globals['_USAGEROW']._serialized_start=1562
-  _globals['_USAGEROW']._serialized_end=1745
-  _globals['_USAGERESPONSE']._serialized_start=1747
-  _globals['_USAGERESPONSE']._serialized_end=1844
-  _globals['_GATEWAY']._serialized_start=1847
-  _globals['_GATEWAY']._serialized_end=2729
+  _globals['_ANSWERRESPONSE']._serialized_end=834
+  _globals['_ANSWEREVENT']._serialized_start=836
+  _globals['_ANSWEREVENT']._serialized_end=963
+  _globals['_DOCUMENT']._serialized_start=966
+  _globals['_DOCUMENT']._serialized_end=1124
+  _globals['_DOCUMENT_METADATAENTRY']._serialized_start=1077
+  _globals['_DOCUMENT_METADATAENTRY']._serialized_end=1124
+  _globals['_INGESTREQUEST']._serialized_start=1127
+  _globals['_INGESTREQUEST']._serialized_end=1280
+  _globals['_INGESTRESPONSE']._serialized_start=1283
+  _globals['_INGESTRESPONSE']._serialized_end=1417
+  _globals['_INGESTRUN']._serialized_start=1420
+  _globals['_INGESTRUN']._serialized_end=1559
+  _globals['_GATEWAYCOLLECTIONREQUEST']._serialized_start=1561
+  _globals['_GATEWAYCOLLECTIONREQUEST']._serialized_end=1601
+  _globals['_GATEWAYCREATECOLLECTIONREQUEST']._serialized_start=1603
+  _globals['_GATEWAYCREATECOLLECTIONREQUEST']._serialized_end=1702
+  _globals['_GETCOLLECTIONRESPONSE']._serialized_start=1704
+  _globals['_GETCOLLECTIONRESPONSE']._serialized_end=1815
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=1817
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=1878
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=1880
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=1934
+  _globals['_GATEWAYLISTCOLLECTIONSREQUEST']._serialized_start=1936
+  _globals['_GATEWAYLISTCOLLECTIONSREQUEST']._serialized_end=1967
+  _globals['_FEEDBACKREQUEST']._serialized_start=1969
+  _globals['_FEEDBACKREQUEST']._serialized_end=2039
+  _globals['_FEEDBACKRESPONSE']._serialized_start=2041
+  _globals['_FEEDBACKRESPONSE']._serialized_end=2091
+  _globals['_USAGEREQUEST']._serialized_start=2093
+  _globals['_USAGEREQUEST']._serialized_end=2137
+  _globals['_USAGEROW']._serialized_start=2140
+  _globals['_USAGEROW']._serialized_end=2323
+  _globals['_USAGERESPONSE']._serialized_start=2326
+  _globals['_USAGERESPONSE']._serialized_end=2457
+  _globals['_QUOTA']._serialized_start=2459
+  _globals['_QUOTA']._serialized_end=2546
+  _globals['_GATEWAY']._serialized_start=2549
+  _globals['_GATEWAY']._serialized_end=3649
 # @@protoc_insertion_point(module_scope)

@@ -49,7 +49,7 @@ class AnswerRequest(_message.Message):
     def __init__(self, question: _Optional[str] = ..., path: _Optional[_Union[_common_pb2.Path, str]] = ..., adapter: _Optional[str] = ..., collection: _Optional[str] = ..., top_k: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., filter: _Optional[_Mapping[str, str]] = ..., require_citations: _Optional[bool] = ..., freshness_sensitive: _Optional[bool] = ..., output_format: _Optional[str] = ..., task: _Optional[str] = ..., tone: _Optional[str] = ..., latency_budget_ms: _Optional[int] = ..., max_cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class AnswerResponse(_message.Message):
-    __slots__ = ("answer", "route", "citations", "usage", "timings", "finish_reason", "cost", "request_id")
+    __slots__ = ("answer", "route", "citations", "usage", "timings", "finish_reason", "cost", "request_id", "model")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class AnswerResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     answer: str
     route: _common_pb2.RouteDecision
     citations: _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]
@@ -66,7 +67,8 @@ class AnswerResponse(_message.Message):
     finish_reason: str
     cost: _common_pb2.Cost
     request_id: str
-    def __init__(self, answer: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteDecision, _Mapping]] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, answer: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteDecision, _Mapping]] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class AnswerEvent(_message.Message):
     __slots__ = ("route", "delta", "done")
@@ -98,32 +100,94 @@ class Document(_message.Message):
     def __init__(self, doc_id: _Optional[str] = ..., title: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
-    __slots__ = ("collection", "documents", "create_collection")
+    __slots__ = ("collection", "documents", "create_collection", "ingest_id", "source", "final")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     CREATE_COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    INGEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     documents: _containers.RepeatedCompositeFieldContainer[Document]
     create_collection: bool
-    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., create_collection: _Optional[bool] = ...) -> None: ...
+    ingest_id: str
+    source: str
+    final: bool
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., create_collection: _Optional[bool] = ..., ingest_id: _Optional[str] = ..., source: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("documents", "chunks", "seq", "usage")
+    __slots__ = ("documents", "chunks", "seq", "usage", "run")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
     documents: int
     chunks: int
     seq: int
     usage: _common_pb2.Usage
-    def __init__(self, documents: _Optional[int] = ..., chunks: _Optional[int] = ..., seq: _Optional[int] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
+    run: IngestRun
+    def __init__(self, documents: _Optional[int] = ..., chunks: _Optional[int] = ..., seq: _Optional[int] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., run: _Optional[_Union[IngestRun, _Mapping]] = ...) -> None: ...
+
+class IngestRun(_message.Message):
+    __slots__ = ("ingest_id", "source", "documents", "chunks", "started_at", "updated_at", "complete")
+    INGEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    ingest_id: str
+    source: str
+    documents: int
+    chunks: int
+    started_at: str
+    updated_at: str
+    complete: bool
+    def __init__(self, ingest_id: _Optional[str] = ..., source: _Optional[str] = ..., documents: _Optional[int] = ..., chunks: _Optional[int] = ..., started_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., complete: _Optional[bool] = ...) -> None: ...
 
 class GatewayCollectionRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GatewayCreateCollectionRequest(_message.Message):
+    __slots__ = ("name", "index_type", "metric", "lexical")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_TYPE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    index_type: str
+    metric: str
+    lexical: bool
+    def __init__(self, name: _Optional[str] = ..., index_type: _Optional[str] = ..., metric: _Optional[str] = ..., lexical: _Optional[bool] = ...) -> None: ...
+
+class GetCollectionResponse(_message.Message):
+    __slots__ = ("collection", "last_ingest")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    LAST_INGEST_FIELD_NUMBER: _ClassVar[int]
+    collection: _retrieval_pb2.Collection
+    last_ingest: IngestRun
+    def __init__(self, collection: _Optional[_Union[_retrieval_pb2.Collection, _Mapping]] = ..., last_ingest: _Optional[_Union[IngestRun, _Mapping]] = ...) -> None: ...
+
+class DeleteDocumentsRequest(_message.Message):
+    __slots__ = ("collection", "doc_ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOC_IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    doc_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., doc_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteDocumentsResponse(_message.Message):
+    __slots__ = ("chunks", "seq")
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    chunks: int
+    seq: int
+    def __init__(self, chunks: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class GatewayListCollectionsRequest(_message.Message):
     __slots__ = ()
@@ -174,11 +238,23 @@ class UsageRow(_message.Message):
     def __init__(self, day: _Optional[str] = ..., path: _Optional[_Union[_common_pb2.Path, str]] = ..., requests: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., rated: _Optional[int] = ..., mean_rating: _Optional[float] = ...) -> None: ...
 
 class UsageResponse(_message.Message):
-    __slots__ = ("tenant", "rows", "total_cost_micro_usd")
+    __slots__ = ("tenant", "rows", "total_cost_micro_usd", "quota")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
     total_cost_micro_usd: int
-    def __init__(self, tenant: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., total_cost_micro_usd: _Optional[int] = ...) -> None: ...
+    quota: Quota
+    def __init__(self, tenant: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., total_cost_micro_usd: _Optional[int] = ..., quota: _Optional[_Union[Quota, _Mapping]] = ...) -> None: ...
+
+class Quota(_message.Message):
+    __slots__ = ("requests_per_minute", "tokens_per_day", "tokens_used_today")
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_USED_TODAY_FIELD_NUMBER: _ClassVar[int]
+    requests_per_minute: int
+    tokens_per_day: int
+    tokens_used_today: int
+    def __init__(self, requests_per_minute: _Optional[int] = ..., tokens_per_day: _Optional[int] = ..., tokens_used_today: _Optional[int] = ...) -> None: ...

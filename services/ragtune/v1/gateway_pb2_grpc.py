@@ -53,13 +53,23 @@ class GatewayStub:
                 _registered_method=True)
         self.CreateCollection = channel.unary_unary(
                 '/ragtune.v1.Gateway/CreateCollection',
-                request_serializer=ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.SerializeToString,
+                request_serializer=ragtune_dot_v1_dot_gateway__pb2.GatewayCreateCollectionRequest.SerializeToString,
                 response_deserializer=ragtune_dot_v1_dot_retrieval__pb2.CreateCollectionResponse.FromString,
                 _registered_method=True)
         self.DeleteCollection = channel.unary_unary(
                 '/ragtune.v1.Gateway/DeleteCollection',
                 request_serializer=ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.SerializeToString,
                 response_deserializer=ragtune_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.FromString,
+                _registered_method=True)
+        self.GetCollection = channel.unary_unary(
+                '/ragtune.v1.Gateway/GetCollection',
+                request_serializer=ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.SerializeToString,
+                response_deserializer=ragtune_dot_v1_dot_gateway__pb2.GetCollectionResponse.FromString,
+                _registered_method=True)
+        self.DeleteDocuments = channel.unary_unary(
+                '/ragtune.v1.Gateway/DeleteDocuments',
+                request_serializer=ragtune_dot_v1_dot_gateway__pb2.DeleteDocumentsRequest.SerializeToString,
+                response_deserializer=ragtune_dot_v1_dot_gateway__pb2.DeleteDocumentsResponse.FromString,
                 _registered_method=True)
         self.Feedback = channel.unary_unary(
                 '/ragtune.v1.Gateway/Feedback',
@@ -131,6 +141,20 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCollection(self, request, context):
+        """One of the caller's collections: settings, counts and its latest bulk ingest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDocuments(self, request, context):
+        """Deletes documents (all their chunks) from one of the caller's collections.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Feedback(self, request, context):
         """Rate an answer; stored next to its route decision to evaluate routing from outcomes.
         """
@@ -193,13 +217,23 @@ def add_GatewayServicer_to_server(servicer, server):
             ),
             'CreateCollection': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateCollection,
-                    request_deserializer=ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.FromString,
+                    request_deserializer=ragtune_dot_v1_dot_gateway__pb2.GatewayCreateCollectionRequest.FromString,
                     response_serializer=ragtune_dot_v1_dot_retrieval__pb2.CreateCollectionResponse.SerializeToString,
             ),
             'DeleteCollection': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteCollection,
                     request_deserializer=ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.FromString,
                     response_serializer=ragtune_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.SerializeToString,
+            ),
+            'GetCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCollection,
+                    request_deserializer=ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.FromString,
+                    response_serializer=ragtune_dot_v1_dot_gateway__pb2.GetCollectionResponse.SerializeToString,
+            ),
+            'DeleteDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDocuments,
+                    request_deserializer=ragtune_dot_v1_dot_gateway__pb2.DeleteDocumentsRequest.FromString,
+                    response_serializer=ragtune_dot_v1_dot_gateway__pb2.DeleteDocumentsResponse.SerializeToString,
             ),
             'Feedback': grpc.unary_unary_rpc_method_handler(
                     servicer.Feedback,
@@ -338,7 +372,7 @@ class Gateway:
             request,
             target,
             '/ragtune.v1.Gateway/CreateCollection',
-            ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.SerializeToString,
+            ragtune_dot_v1_dot_gateway__pb2.GatewayCreateCollectionRequest.SerializeToString,
             ragtune_dot_v1_dot_retrieval__pb2.CreateCollectionResponse.FromString,
             options,
             channel_credentials,
@@ -367,6 +401,60 @@ class Gateway:
             '/ragtune.v1.Gateway/DeleteCollection',
             ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.SerializeToString,
             ragtune_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragtune.v1.Gateway/GetCollection',
+            ragtune_dot_v1_dot_gateway__pb2.GatewayCollectionRequest.SerializeToString,
+            ragtune_dot_v1_dot_gateway__pb2.GetCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragtune.v1.Gateway/DeleteDocuments',
+            ragtune_dot_v1_dot_gateway__pb2.DeleteDocumentsRequest.SerializeToString,
+            ragtune_dot_v1_dot_gateway__pb2.DeleteDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

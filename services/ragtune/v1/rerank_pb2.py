@@ -24,19 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ragtune/v1/rerank.proto\x12\nragtune.v1\"N\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08passages\x18\x02 \x03(\t\x12\r\n\x05top_n\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\"F\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x18\n\x10truncated_tokens\x18\x03 \x01(\x05\"\x87\x01\n\x0eRerankResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.ragtune.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\x12\x1a\n\x12truncated_passages\x18\x04 \x01(\x05\x12\x0f\n\x07\x62usy_ms\x18\x05 \x01(\x01\x32I\n\x06Rerank\x12?\n\x06Rerank\x12\x19.ragtune.v1.RerankRequest\x1a\x1a.ragtune.v1.RerankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ragtune/v1/rerank.proto\x12\nragtune.v1\"N\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08passages\x18\x02 \x03(\t\x12\r\n\x05top_n\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\"F\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x18\n\x10truncated_tokens\x18\x03 \x01(\x05\"\x9b\x01\n\x0eRerankResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.ragtune.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\x12\x1a\n\x12truncated_passages\x18\x04 \x01(\x05\x12\x0f\n\x07\x62usy_ms\x18\x05 \x01(\x01\x12\x12\n\nscore_kind\x18\x06 \x01(\t2N\n\x06Rerank\x12\x44\n\x06Rerank\x12\x19.ragtune.v1.RerankRequest\x1a\x1a.ragtune.v1.RerankResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragtune.v1.rerank_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RERANK'].methods_by_name['Rerank']._loaded_options = None
+  _globals['_RERANK'].methods_by_name['Rerank']._serialized_options = b'\220\002\001'
   _globals['_RERANKREQUEST']._serialized_start=39
   _globals['_RERANKREQUEST']._serialized_end=117
   _globals['_RERANKRESULT']._serialized_start=119
   _globals['_RERANKRESULT']._serialized_end=189
   _globals['_RERANKRESPONSE']._serialized_start=192
-  _globals['_RERANKRESPONSE']._serialized_end=327
-  _globals['_RERANK']._serialized_start=329
-  _globals['_RERANK']._serialized_end=402
+  _globals['_RERANKRESPONSE']._serialized_end=347
+  _globals['_RERANK']._serialized_start=349
+  _globals['_RERANK']._serialized_end=427
 # @@protoc_insertion_point(module_scope)

@@ -29,15 +29,17 @@ class RerankResult(_message.Message):
     def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., truncated_tokens: _Optional[int] = ...) -> None: ...
 
 class RerankResponse(_message.Message):
-    __slots__ = ("results", "model", "tokens", "truncated_passages", "busy_ms")
+    __slots__ = ("results", "model", "tokens", "truncated_passages", "busy_ms", "score_kind")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_PASSAGES_FIELD_NUMBER: _ClassVar[int]
     BUSY_MS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_KIND_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RerankResult]
     model: str
     tokens: int
     truncated_passages: int
     busy_ms: float
-    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., model: _Optional[str] = ..., tokens: _Optional[int] = ..., truncated_passages: _Optional[int] = ..., busy_ms: _Optional[float] = ...) -> None: ...
+    score_kind: str
+    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., model: _Optional[str] = ..., tokens: _Optional[int] = ..., truncated_passages: _Optional[int] = ..., busy_ms: _Optional[float] = ..., score_kind: _Optional[str] = ...) -> None: ...

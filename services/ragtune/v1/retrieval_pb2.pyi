@@ -12,9 +12,11 @@ class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_MODE_DENSE: _ClassVar[SearchMode]
     SEARCH_MODE_LEXICAL: _ClassVar[SearchMode]
     SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
+    SEARCH_MODE_AUTO: _ClassVar[SearchMode]
 SEARCH_MODE_DENSE: SearchMode
 SEARCH_MODE_LEXICAL: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
+SEARCH_MODE_AUTO: SearchMode
 
 class Collection(_message.Message):
     __slots__ = ("tenant", "name", "dims", "embedding_model", "chunk_count", "document_count", "metric", "index_type", "lexical", "active_index")
@@ -201,11 +203,17 @@ class ScoredChunk(_message.Message):
     def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "applied_seq", "busy_ms")
+    __slots__ = ("hits", "applied_seq", "busy_ms", "mode", "metric", "dense_scores")
     HITS_FIELD_NUMBER: _ClassVar[int]
     APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
     BUSY_MS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    DENSE_SCORES_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[ScoredChunk]
     applied_seq: int
     busy_ms: float
-    def __init__(self, hits: _Optional[_Iterable[_Union[ScoredChunk, _Mapping]]] = ..., applied_seq: _Optional[int] = ..., busy_ms: _Optional[float] = ...) -> None: ...
+    mode: SearchMode
+    metric: str
+    dense_scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, hits: _Optional[_Iterable[_Union[ScoredChunk, _Mapping]]] = ..., applied_seq: _Optional[int] = ..., busy_ms: _Optional[float] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., metric: _Optional[str] = ..., dense_scores: _Optional[_Iterable[float]] = ...) -> None: ...

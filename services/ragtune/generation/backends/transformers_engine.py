@@ -426,7 +426,10 @@ class TransformersEngine(Engine):
         chosen = logits.argmax(dim=-1).tolist()
         for i, r in enumerate(requests):
             s = r.sampling
-            if s.temperature <= 0:
+            # Below this, greedy, as vLLM does (its _SAMPLING_EPS): logits divided by a
+            # temperature such as 1e-38 overflow to inf, softmax gives NaN and multinomial
+            # raises, which stopped the scheduler for every request (found by fuzzing).
+            if s.temperature < 1e-5:
                 continue
             probs = torch.softmax(logits[i].float() / s.temperature, dim=-1)
             if s.top_p < 1:
