@@ -57,8 +57,11 @@ def test_the_token_quota_refuses_once_used_up_counting_this_replicas_answers():
         q.spent("acme", 5)  # 104: the answer that crossed the quota completed
         with pytest.raises(QuotaExceeded, match="used 104 of its 100 tokens") as err:
             await q.admit("acme")
-        tomorrow = dt.datetime.combine(dt.date.today() + dt.timedelta(days=1), dt.time())
-        assert err.value.retry_after_s <= (tomorrow - dt.datetime.now()).total_seconds() + 86400
+        # Retry at the next midnight UTC: within a day, and exactly then.
+        now = dt.datetime.now(dt.UTC)
+        midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+        assert 0 < err.value.retry_after_s <= 86400
+        assert err.value.retry_after_s == pytest.approx((midnight - now).total_seconds(), abs=5)
 
     asyncio.run(go())
 

@@ -276,6 +276,17 @@ async def _report_gauges(service: Any) -> None:
         await asyncio.sleep(GAUGE_INTERVAL_S)
 
 
+async def start_service(service: Any) -> None:
+    """Ready a service object to serve: load its models (``warm_up``), then start its
+    background work (``start``), as a replica does before its first request."""
+    warm_up = getattr(service, "warm_up", None)
+    if warm_up is not None:
+        warm_up()
+    start = getattr(service, "start", None)
+    if start is not None:
+        await start()
+
+
 def ingress_class(
     factory: Callable[..., Any],
     service_cls: type,
@@ -298,12 +309,7 @@ def ingress_class(
         setup_tracing(getattr(config, "telemetry", None) or TelemetryConfig(), service_name)
         self.telemetry = RpcTelemetry(service_name, package)
         self.service = factory(*args, **kwargs)
-        warm_up = getattr(self.service, "warm_up", None)
-        if warm_up is not None:
-            warm_up()
-        start = getattr(self.service, "start", None)
-        if start is not None:
-            await start()
+        await start_service(self.service)
         if hasattr(self.service, "report_gauges"):
             self._gauges = asyncio.get_running_loop().create_task(_report_gauges(self.service))
 

@@ -85,7 +85,7 @@ class Work:
 
 def search_score_kind(found: retrieval_pb2.SearchResponse) -> str:
     """Citation.score_kind of a search's hits."""
-    if found.mode in (retrieval_pb2.SEARCH_MODE_HYBRID,):
+    if found.mode == retrieval_pb2.SEARCH_MODE_HYBRID:
         return "rrf"
     if found.mode == retrieval_pb2.SEARCH_MODE_LEXICAL:
         return "bm25"

@@ -23,6 +23,7 @@ from typing import Any
 
 from ragtune.common.clients import LocalTransport
 from ragtune.common.services import EMBEDDING, GATEWAY, GENERATION, RERANK, RETRIEVAL, by_name
+from ragtune.common.serving import start_service
 from ragtune.deployment import local_config
 from ragtune.embedding.service import EmbeddingService
 from ragtune.gateway.service import GatewayService
@@ -69,7 +70,7 @@ async def in_process_gateway(
                     continue
                 spec_config = by_name(name).config_class().model_validate(app["args"])
                 services[name] = service = SERVICE_CLASSES[name](spec_config)
-                await _start(service)
+                await start_service(service)
             gateway_args = next(a for a in config["applications"] if a["name"] == GATEWAY.name)
             gateway = GatewayService(
                 GATEWAY.config_class().model_validate(gateway_args["args"]),
@@ -80,18 +81,10 @@ async def in_process_gateway(
                 if RERANK.name in services
                 else None,
             )
-            await _start(gateway)
+            await start_service(gateway)
             yield InProcessCaller(gateway)
         finally:
             for service in reversed(services.values()):
                 shutdown = getattr(service, "shutdown", None)
                 if shutdown is not None:
                     await shutdown()
-
-
-async def _start(service: Any) -> None:
-    """What the Serve ingress does when a replica starts (``common.serving.ingress_class``)."""
-    if hasattr(service, "warm_up"):
-        service.warm_up()
-    if hasattr(service, "start"):
-        await service.start()

@@ -26,14 +26,6 @@ from ragtune.loadtest.stats import SATURATED_CORES, RequestRecord, levels_csv, s
 from ragtune.loadtest.workload import Route, Sampler, Workload
 from ragtune.v1 import common_pb2, gateway_pb2, generation_pb2
 
-PATH_ENUM = {
-    "AUTO": common_pb2.PATH_AUTO,
-    "RAG": common_pb2.PATH_RAG,
-    "TUNED": common_pb2.PATH_TUNED,
-    "HYBRID": common_pb2.PATH_HYBRID,
-}
-PATH_NAME = {v: k for k, v in PATH_ENUM.items()}
-
 
 class Cpu:
     """This process's CPU time over a wall-clock span, in cores."""
@@ -85,7 +77,7 @@ class Runner:
         w = self.workload
         return gateway_pb2.AnswerRequest(
             question=question,
-            path=PATH_ENUM[route.path],
+            path=f"PATH_{route.path}",  # the enum value by name
             adapter=route.adapter,
             collection=route.collection,
             top_k=w.top_k,
@@ -119,7 +111,7 @@ class Runner:
                 done = await self.caller.answer(request, key, self.workload.timeout_s)
             record.e2el_ms = (time.perf_counter() - start) * 1000
             if done is not None:
-                record.path = PATH_NAME.get(done.route.path, "")
+                record.path = common_pb2.Path.Name(done.route.path).removeprefix("PATH_")
                 record.prompt_tokens = done.usage.prompt_tokens
                 record.output_tokens = done.usage.completion_tokens
                 record.cost_micro_usd = done.cost.total_micro_usd

@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ragtune.resources import DEMO_QUESTIONS
 
-PATHS = ("AUTO", "RAG", "TUNED", "HYBRID")
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
