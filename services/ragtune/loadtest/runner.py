@@ -327,9 +327,9 @@ class Runner:
             if best is not None and s["request_throughput"] < best["request_throughput"] * (
                 1 + load.min_gain
             ):
+                # Saturated at the lower level: more users bought less than min_gain (a level
+                # within that margin of it, above or below, is noise, not headroom).
                 reason = f"throughput rose less than {load.min_gain:.0%} from c={best['value']:g}"
-                if s["request_throughput"] > best["request_throughput"]:
-                    best = s
                 break
             best = s
             users *= 2
