@@ -131,6 +131,11 @@ class AdapterCatalog:
             self._fetched = time.monotonic()
         return self._cards
 
+    def invalidate(self) -> None:
+        """Read the listing again on next use: this replica just loaded or unloaded one (other
+        gateway replicas see it within ``ttl_s``)."""
+        self._fetched = -float("inf")
+
 
 class AnswerPipeline:
     def __init__(

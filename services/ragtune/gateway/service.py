@@ -418,11 +418,17 @@ class GatewayService:
         registered = generation_pb2.LoadAdapterRequest()
         registered.CopyFrom(request)
         registered.registered_by = admin.tenant  # who, from the key: never the caller's word
-        return await self.generation.load_adapter(registered)
+        try:
+            return await self.generation.load_adapter(registered)
+        finally:
+            self.pipeline.adapters.invalidate()
 
     @limited
     async def UnloadAdapter(
         self, request: generation_pb2.UnloadAdapterRequest, context: CallContext | None = None
     ) -> generation_pb2.UnloadAdapterResponse:
         self._admin(context)
-        return await self.generation.unload_adapter(request)
+        try:
+            return await self.generation.unload_adapter(request)
+        finally:
+            self.pipeline.adapters.invalidate()
