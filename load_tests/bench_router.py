@@ -1,12 +1,15 @@
 """Router cost: the decision alone, and the retrieval probe that informs it.
 
-- **Decision**: ``DefaultPolicy`` over every request of the routing set (reading the request's
-  needs, building its RouteRequest, deciding), with the probe's evidence computed beforehand.
-- **Probe**: what the gateway runs before an AUTO decision: ``Embed`` on the embedding service
-  and ``Search`` on the retrieval service (the real service classes, in-process, no Serve hops)
-  over the SciFact corpus, one request at a time. Its cost in micro-USD is its busy time at the
-  default CPU price. On retrieving paths these hits are reused, so the probe is extra work only
-  when the router picks TUNED.
+- **Decision**: the router's own work per request, over both labelled routing sets: reading
+  the request's needs, splitting the question into parts, matching the parts' vectors with
+  the adapters' example requests, taking the instruction out of the probe's vector, and
+  ``DefaultPolicy.decide`` with the collection's calibrated threshold. The embedding call and
+  the search are computed beforehand: they are the probe, measured next.
+- **Probe**: what the gateway runs before an AUTO decision: one ``Embed`` on the embedding
+  service (the question and its parts in one call) and ``Search`` on the retrieval service
+  (the real service classes, in-process, no Serve hops) over the SciFact corpus, one request
+  at a time. Its cost in micro-USD is its busy time at the default CPU price. On retrieving
+  paths these hits are reused, so the probe is extra work only when the router picks TUNED.
 
     python -m load_tests.bench_router [--repeat 20] [--probes 200]
 """
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +30,43 @@ from ragtune.common.cost import Pricing
 from ragtune.evaluation import beir, routing, routing_set
 from ragtune.evaluation.retrieval import EvalSettings, _corpus_vectors, _embedder
 from ragtune.gateway.config import RouterConfig
+from ragtune.gateway.cues import CueIndex, content_vector, question_parts
 from ragtune.gateway.policy import DefaultPolicy
+from ragtune.resources import ROUTING_DIR, ROUTING_PYREF_DIR
+
+SETS = {"scifact": (ROUTING_DIR, SCIFACT), "pyref": (ROUTING_PYREF_DIR, ROUTING_PYREF_DIR)}
 
 
-def bench_decisions(items: list[dict], repeat: int, adapters_dir: Path, cache: Path) -> dict:
+def bench_decisions(repeat: int, adapters_dir: Path, cache: Path) -> dict:
     config = RouterConfig()
     policy = DefaultPolicy(config)
     cards = routing.adapter_cards(adapters_dir)
-    settings = routing.RoutingSettings(SCIFACT, adapters_dir, cache_dir=cache)
-    evidence = routing.probe_all([i["question"] for i in items], settings, config.probe.top_k)
     latencies = []
-    for _ in range(repeat):
-        for item, seen in zip(items, evidence, strict=True):
-            start = time.perf_counter()
-            policy.decide(routing._request(policy, item, cards), seen)
-            latencies.append(time.perf_counter() - start)
+    for name, (folder, corpus) in SETS.items():
+        items = routing_set.read(folder / "requests.jsonl", "test")
+        settings = routing.RoutingSettings(corpus, adapters_dir, cache_dir=cache, collection=name)
+        collection = routing.Collection(settings)
+        fitted = collection.calibrate(config)
+        texts = sorted({t for c in cards.values() for t in (*c.examples, *c.counter_examples)})
+        index = CueIndex(
+            list(cards.values()), dict(zip(texts, collection.embed(texts), strict=True))
+        )
+        prepared = []  # what the embedding call and the search return, computed beforehand
+        for item in items:
+            vectors = collection.embed([item["question"], *question_parts(item["question"])])
+            scores, _ = collection.search(vectors[:1], config.probe.top_k)
+            prepared.append((item, vectors, routing._evidence(scores[0], fitted)))
+        for _ in range(repeat):
+            for item, vectors, evidence in prepared:
+                start = time.perf_counter()
+                question_parts(item["question"])
+                request = routing._request(policy, item, cards, name)
+                request = replace(request, cues=index.match(vectors))
+                cue = policy.probe_cue(request)
+                if cue is not None:
+                    content_vector(vectors, cue.part)
+                policy.decide(request, evidence)
+                latencies.append(time.perf_counter() - start)
     return {"decisions": len(latencies), **percentiles(latencies)}
 
 
@@ -81,9 +107,10 @@ async def _probe(questions: list[str], cache: Path) -> dict:
         probe_k = RouterConfig().probe.top_k
         for question in questions:
             start = time.perf_counter()
-            query = await embedding.Embed(
+            query = await embedding.Embed(  # the only embedding call: question and parts
                 embedding_pb2.EmbedRequest(
-                    texts=[question], input_type=embedding_pb2.INPUT_TYPE_QUERY
+                    texts=[question, *question_parts(question)],
+                    input_type=embedding_pb2.INPUT_TYPE_QUERY,
                 )
             )
             found = await retrieval.Search(
@@ -112,9 +139,9 @@ def main() -> None:
     add_out_dir(parser)
     args = parser.parse_args()
     cache = REPO / "data" / "cache"
-    items = routing_set.read(REPO / "deploy" / "examples" / "routing" / "requests.jsonl")
     adapters = REPO / "data" / "devmodel" / "adapters"
-    decision = bench_decisions(items, args.repeat, adapters, cache)
+    decision = bench_decisions(args.repeat, adapters, cache)
+    items = routing_set.read(ROUTING_DIR / "requests.jsonl")
     questions = [i["question"] for i in items][: args.probes]
     probe = asyncio.run(_probe(questions, cache))
     result = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
@@ -51,7 +52,7 @@ def _client(args: argparse.Namespace) -> GatewayClient:
 def cmd_devmodel(args: argparse.Namespace) -> int:
     from ragtune.generation.prompting import PROMPT_FORMAT
     from ragtune.tuning.devdata import default_dev_corpus
-    from ragtune.tuning.devmodel import DEV_ADAPTERS, build_devmodel
+    from ragtune.tuning.devmodel import DEV_ADAPTERS, build_devmodel, refresh_adapter_examples
 
     out = Path(args.out or Path(args.data_dir) / "devmodel")
     built = [out / DEV_MODEL / "config.json"]
@@ -61,6 +62,8 @@ def cmd_devmodel(args: argparse.Namespace) -> int:
     stamp = out / "prompt-format"
     current = stamp.is_file() and stamp.read_text().strip() == PROMPT_FORMAT
     if args.if_missing and current and all(path.is_file() for path in built):
+        for name in refresh_adapter_examples(out):
+            print(f"adapter {name}: example requests updated")
         print(f"dev model already in {out}")
         return 0
     model = build_devmodel(out, default_dev_corpus(Path(args.corpus)), seed=args.seed)
@@ -350,6 +353,76 @@ def _print_route(route) -> None:
     )
 
 
+def _print_route_details(route) -> None:
+    """What `route explain` adds: the probe against its threshold, the closest adapter cue."""
+    if route.HasField("probe"):
+        probe = route.probe
+        source = (
+            "calibrated on the collection" if probe.calibrated else "default: not calibrated yet"
+        )
+        moved = f", feedback moved it {probe.feedback_offset:+.3f}" if probe.feedback_offset else ""
+        print(
+            f"probe: top score {probe.top_score:.3f} vs threshold {probe.threshold:.3f} "
+            f"({source}{moved}); P(collection can answer) = {probe.probability:.2f}; "
+            f"{probe.ms:.0f} ms"
+        )
+    if route.HasField("cue"):
+        cue = route.cue
+        verdict = "passes" if cue.similarity >= cue.threshold else "below"
+        print(
+            f"cue:   closest adapter {cue.adapter!r}: similarity {cue.similarity:.2f} to "
+            f"{cue.example!r} ({verdict} {cue.threshold:.2f}; counter-examples "
+            f"{cue.counter_similarity:.2f})"
+        )
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    if args.action == "explain":
+        with _client(args) as client:
+            route = client.route(args.question, path=args.path, **_answer_fields(args))
+        if args.json:
+            print(json.dumps(to_json(route), indent=2))
+            return 0
+        _print_route(route)
+        _print_route_details(route)
+        return 0
+    from sqlalchemy import create_engine
+
+    from ragtune.gateway.config import FeedbackConfig
+    from ragtune.gateway.feedback import RouterFeedback
+
+    url = args.database_url or f"sqlite:///{Path(args.data_dir) / 'ledger.db'}"
+    store = RouterFeedback(create_engine(url), FeedbackConfig())
+    if args.action == "reset":
+        scope, name = (
+            ("collection", args.collection) if args.collection else ("adapter", args.adapter)
+        )
+        changed = store.reset(args.tenant, scope, name)
+        print(
+            changed[0].describe() if changed else f"{scope} {name!r}: no feedback offset to reset"
+        )
+        return 0
+    rows = store.adjustments(args.tenant, limit=args.limit)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        return 0
+    current = store.offsets(args.tenant) if args.tenant else {}
+    for (scope, name), offset in sorted(current.items()):
+        print(f"now: {scope} {name!r} threshold offset {offset:+.3f}")
+    if not rows:
+        print("no adjustments from feedback yet")
+        hint("ratings of 1-2, or `ragtune feedback ID RATING --prefer PATH`, move thresholds")
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r.created_unix_ms / 1000, dt.UTC).isoformat(
+            timespec="seconds"
+        )
+        print(
+            f"{when}  {r.tenant}  {r.describe()}"
+            + (f"  (request {r.request_id})" if r.request_id else "")
+        )
+    return 0
+
+
 def _print_answer(reply, *, with_answer: bool = True, with_route: bool = True) -> None:
     if with_route:
         _print_route(reply.route)
@@ -404,8 +477,9 @@ def _filters(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def cmd_ask(args: argparse.Namespace) -> int:
-    fields = {
+def _answer_fields(args: argparse.Namespace) -> dict:
+    """AnswerRequest fields from `ask`/`route explain` options."""
+    return {
         k: v
         for k, v in {
             "adapter": args.adapter,
@@ -422,6 +496,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
         }.items()
         if v
     }
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    fields = _answer_fields(args)
     if args.max_tokens:
         fields["sampling"] = {"max_tokens": args.max_tokens}
     with _client(args) as client:
@@ -572,8 +650,12 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 def cmd_feedback(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        reply = client.feedback(args.request_id, args.rating, args.comment or "")
+        reply = client.feedback(
+            args.request_id, args.rating, args.comment or "", preferred_path=args.prefer
+        )
     print(f"stored: rating {args.rating} for a {_path_name(reply.path)} answer")
+    for line in reply.adjustments:
+        print(f"router: {line}")
     return 0
 
 
@@ -635,6 +717,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="local state: database, keys, dev model (default: $RAGTUNE_DATA or ./data)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def answer_opts(p: argparse.ArgumentParser) -> None:
+        """The AnswerRequest options `ask` and `route explain` share."""
+        p.add_argument("question")
+        p.add_argument("--path", choices=sorted(PATHS), default="auto")
+        p.add_argument("--adapter", help="LoRA adapter for TUNED/HYBRID (`ragtune adapters list`)")
+        p.add_argument(
+            "--collection",
+            help="collection to search (default: the gateway's default_collection, 'default'; "
+            "`make run` ingests the demo into 'demo'; `ragtune collections` lists yours)",
+        )
+        p.add_argument(
+            "--filter",
+            action="append",
+            metavar="KEY=VALUE",
+            help="search only chunks whose metadata has KEY=VALUE (repeatable: all must hold)",
+        )
+        p.add_argument("--top-k", type=int)
+        p.add_argument("--cite", action="store_true", help="citations required: always retrieve")
+        p.add_argument(
+            "--fresh", action="store_true", help="facts may have changed: always retrieve"
+        )
+        p.add_argument("--format", help="wanted output format, e.g. json (picks the adapter)")
+        p.add_argument("--task", help="wanted task, e.g. summarization (picks the adapter)")
+        p.add_argument("--tone", help="wanted tone, e.g. pirate (picks the adapter)")
+        p.add_argument("--budget-ms", type=int, help="latency budget: slower paths are avoided")
+        p.add_argument("--max-cost", type=int, help="cost budget in micro-USD")
 
     def client_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -836,29 +945,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("ask", help="ask the gateway a question")
-    p.add_argument("question")
-    p.add_argument("--path", choices=sorted(PATHS), default="auto")
-    p.add_argument("--adapter", help="LoRA adapter for TUNED/HYBRID (`ragtune adapters list`)")
-    p.add_argument(
-        "--collection",
-        help="collection to search (default: the gateway's default_collection, 'default'; "
-        "`make run` ingests the demo into 'demo'; `ragtune collections` lists yours)",
-    )
-    p.add_argument(
-        "--filter",
-        action="append",
-        metavar="KEY=VALUE",
-        help="search only chunks whose metadata has KEY=VALUE (repeatable: all must hold)",
-    )
-    p.add_argument("--top-k", type=int)
+    answer_opts(p)
     p.add_argument("--max-tokens", type=int)
-    p.add_argument("--cite", action="store_true", help="citations required: always retrieve")
-    p.add_argument("--fresh", action="store_true", help="facts may have changed: always retrieve")
-    p.add_argument("--format", help="wanted output format, e.g. json (picks the adapter)")
-    p.add_argument("--task", help="wanted task, e.g. summarization (picks the adapter)")
-    p.add_argument("--tone", help="wanted tone, e.g. pirate (picks the adapter)")
-    p.add_argument("--budget-ms", type=int, help="latency budget: slower paths are avoided")
-    p.add_argument("--max-cost", type=int, help="cost budget in micro-USD")
     p.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     p.add_argument("--json", action="store_true", help="print the whole reply as JSON")
     p.add_argument("--verbose", action="store_true", help="also explain the citation scores")
@@ -892,8 +980,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("request_id", help="the request id an answer printed")
     p.add_argument("rating", type=int, choices=range(1, 6), help="1 (bad) to 5 (good)")
     p.add_argument("--comment")
+    p.add_argument(
+        "--prefer",
+        choices=["rag", "tuned", "hybrid"],
+        help="the path that should have answered: moves the router's threshold for the "
+        "collection or adapter a step (docs/routing.md)",
+    )
     client_opts(p)
     p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser(
+        "route",
+        help="explain a routing decision; see or undo what feedback changed",
+        description="`explain` asks the gateway which path it would take, and why, without "
+        "answering (the probe runs; nothing is generated or billed). `adjustments` lists what "
+        "feedback changed in the router's thresholds and `reset` takes one back, reading the "
+        "gateway's database directly (default sqlite:///DATA_DIR/ledger.db).",
+    )
+    route = p.add_subparsers(dest="action", required=True)
+    q = route.add_parser("explain", help="the route a question would take, with the probe and cue")
+    answer_opts(q)
+    q.add_argument("--json", action="store_true")
+    client_opts(q)
+    q.set_defaults(func=cmd_route)
+    for action, text in (
+        ("adjustments", "what feedback changed, newest first, and the offsets in force"),
+        ("reset", "take a collection's or adapter's threshold back to its fit"),
+    ):
+        q = route.add_parser(action, help=text)
+        q.add_argument("--database-url", help="the gateway's database_url")
+        q.add_argument("--tenant", required=action == "reset", help="only this tenant's")
+        if action == "reset":
+            which = q.add_mutually_exclusive_group(required=True)
+            which.add_argument("--collection")
+            which.add_argument("--adapter")
+        else:
+            q.add_argument("--limit", type=int, default=50)
+            q.add_argument("--json", action="store_true")
+        q.set_defaults(func=cmd_route)
 
     p = sub.add_parser("usage", help="your cost and traffic per day and path (the usage ledger)")
     p.add_argument("--since", help="first day, YYYY-MM-DD (default: 30 days before --until)")

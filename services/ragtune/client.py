@@ -71,6 +71,18 @@ SERVICE_CONFIG: dict[str, Any] = {
 RETRY_BUFFER_BYTES = 4 * 1024 * 1024
 
 
+def retry_options(
+    service_config: Mapping[str, Any] = SERVICE_CONFIG,
+) -> list[tuple[str, Any]]:
+    """The gRPC channel options that make a channel retry as this client does (for channels
+    made elsewhere: the load generator's chaos run)."""
+    return [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(service_config)),
+        ("grpc.per_rpc_retry_buffer_size", RETRY_BUFFER_BYTES),
+    ]
+
+
 # The gateway's budget header (ragtune.gateway.deadline.TIMEOUT_HEADER; the client does not
 # import the gateway package, so it is spelt here too and a unit test checks both agree).
 TIMEOUT_HEADER = "ragtune-timeout-ms"
@@ -143,8 +155,13 @@ def _delete_documents(
     return gateway_pb2.DeleteDocumentsRequest(collection=collection, doc_ids=list(doc_ids))
 
 
-def _feedback(request_id: str, rating: int, comment: str) -> gateway_pb2.FeedbackRequest:
-    return gateway_pb2.FeedbackRequest(request_id=request_id, rating=rating, comment=comment)
+def _feedback(
+    request_id: str, rating: int, comment: str, preferred_path: PathName | common_pb2.Path | None
+) -> gateway_pb2.FeedbackRequest:
+    request = gateway_pb2.FeedbackRequest(request_id=request_id, rating=rating, comment=comment)
+    if preferred_path is not None:
+        request.preferred_path = answer_request("", preferred_path).path
+    return request
 
 
 def _usage(since: str, until: str) -> gateway_pb2.UsageRequest:
@@ -306,11 +323,7 @@ class _Connection:
         # The caller's options first: of an option given twice, gRPC takes the first.
         self.channel_options: list[tuple[str, Any]] = list(options)
         if service_config is not None:
-            self.channel_options += [
-                ("grpc.enable_retries", 1),
-                ("grpc.service_config", json.dumps(service_config)),
-                ("grpc.per_rpc_retry_buffer_size", RETRY_BUFFER_BYTES),
-            ]
+            self.channel_options += retry_options(service_config)
 
     def _call_options(self, timeout: float | None) -> dict[str, Any]:
         deadline = self.timeout_s if timeout is None else timeout
@@ -448,10 +461,29 @@ class GatewayClient(_Connection):
     ) -> generation_pb2.UnloadAdapterResponse:
         return self._unary(self.stub.UnloadAdapter, _unload_adapter(name), timeout)
 
+    def route(
+        self,
+        question: str,
+        *,
+        path: PathName | common_pb2.Path = "auto",
+        timeout: float | None = None,
+        **options: Unpack[AnswerOptions],
+    ) -> common_pb2.RouteDecision:
+        """The route ``answer`` would take, explained, without answering."""
+        return self._unary(self.stub.Route, answer_request(question, path, **options), timeout)
+
     def feedback(
-        self, request_id: str, rating: int, comment: str = "", *, timeout: float | None = None
+        self,
+        request_id: str,
+        rating: int,
+        comment: str = "",
+        *,
+        preferred_path: PathName | common_pb2.Path | None = None,
+        timeout: float | None = None,
     ) -> gateway_pb2.FeedbackResponse:
-        return self._unary(self.stub.Feedback, _feedback(request_id, rating, comment), timeout)
+        """Rates an answer; ``preferred_path`` says which path should have answered."""
+        request = _feedback(request_id, rating, comment, preferred_path)
+        return self._unary(self.stub.Feedback, request, timeout)
 
     def usage(
         self, since: str = "", until: str = "", *, timeout: float | None = None
@@ -582,12 +614,29 @@ class AsyncGatewayClient(_Connection):
     ) -> generation_pb2.UnloadAdapterResponse:
         return await self._unary(self.stub.UnloadAdapter, _unload_adapter(name), timeout)
 
-    async def feedback(
-        self, request_id: str, rating: int, comment: str = "", *, timeout: float | None = None
-    ) -> gateway_pb2.FeedbackResponse:
+    async def route(
+        self,
+        question: str,
+        *,
+        path: PathName | common_pb2.Path = "auto",
+        timeout: float | None = None,
+        **options: Unpack[AnswerOptions],
+    ) -> common_pb2.RouteDecision:
         return await self._unary(
-            self.stub.Feedback, _feedback(request_id, rating, comment), timeout
+            self.stub.Route, answer_request(question, path, **options), timeout
         )
+
+    async def feedback(
+        self,
+        request_id: str,
+        rating: int,
+        comment: str = "",
+        *,
+        preferred_path: PathName | common_pb2.Path | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.FeedbackResponse:
+        request = _feedback(request_id, rating, comment, preferred_path)
+        return await self._unary(self.stub.Feedback, request, timeout)
 
     async def usage(
         self, since: str = "", until: str = "", *, timeout: float | None = None

@@ -8,3 +8,4 @@ EXAMPLES = Path(__file__).resolve().parent / "examples"
 DEMO_CORPUS = EXAMPLES / "demo-corpus"  # `make run`'s demo collection and the dev model's text
 DEMO_QUESTIONS = EXAMPLES / "demo-questions.txt"
 ROUTING_DIR = EXAMPLES / "routing"  # the labelled routing set (docs/routing.md)
+ROUTING_PYREF_DIR = EXAMPLES / "routing-pyref"  # the second routing set: Python reference

@@ -224,7 +224,7 @@ def test_the_service_config_retries_exactly_the_idempotent_rpcs_on_unavailable()
     assert names == {
         ("ragtune.v1.Gateway", rpc)
         for rpc in ["ListCollections", "GetCollection", "ListAdapters", "Usage", "Ingest",
-                    "DeleteDocuments"]
+                    "DeleteDocuments", "Route"]
     }  # fmt: skip
     assert set(RETRIED_RPCS) <= {m.name for m in GATEWAY.methods}
     policy = method_config["retryPolicy"]

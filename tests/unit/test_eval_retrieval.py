@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from ragtune import cli
 from ragtune.common.fusion import reciprocal_rank_fusion
 from ragtune.evaluation.metrics import evaluate
+from ragtune.evaluation.retrieval import drop_identical_ids
 
 DOCS = {
     "kestrel": ("Kestrel drone", "The Kestrel drone battery lasts 47 minutes."),
@@ -72,8 +74,10 @@ def test_eval_finds_the_relevant_documents(beir_dir, tmp_path, capsys, mode):
     assert cli.main([*args, "--rerank"] if mode == "hybrid" else args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2].startswith("nDCG@10: ") and lines[-1] == "Recall@100: 1.0000"
+    assert "ignored as in BEIR: applied to 0 queries" in "\n".join(lines)
     result = json.loads(out.read_text())
     assert result["queries"] == 4 and result["final"]["nDCG@10"] > 0.8
+    assert result["identical_ids"]["ignored"] and result["identical_ids"]["queries"] == 0
     if mode == "hybrid":
         assert set(result["metrics"]) == {"dense", "lexical", "hybrid", "hybrid+rerank"}
         assert result["rerank"]["kind"] == "maxsim"
@@ -82,3 +86,42 @@ def test_eval_finds_the_relevant_documents(beir_dir, tmp_path, capsys, mode):
 def test_eval_refuses_a_folder_without_the_split(beir_dir, capsys):
     assert cli.main(["eval", "retrieval", "--beir", str(beir_dir), "--split", "train"]) == 2
     assert "qrels/train.tsv" in capsys.readouterr().err
+
+
+@pytest.fixture
+def beir_with_identical_ids(beir_dir):
+    """ArguAna-style: query "q1" is also a corpus document, worded just like the query, so
+    without BEIR's ignore_identical_ids it finds itself above the document that answers it."""
+    with (beir_dir / "corpus.jsonl").open("a") as f:
+        f.write(json.dumps({"_id": "q1", "title": "", "text": QUERIES["q1"][0]}) + "\n")
+    return beir_dir
+
+
+def test_drop_identical_ids_removes_only_the_querys_own_document():
+    run = {"q1": {"q1": 3.0, "a": 2.0, "b": 1.0}, "q2": {"q1": 2.0, "b": 1.0}}
+    kept, dropped = drop_identical_ids(run, depth=1)
+    assert dropped == 1
+    assert kept == {"q1": {"a": 2.0}, "q2": {"q1": 2.0}}  # cut back to depth after the drop
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical"])
+def test_eval_leaves_a_query_out_of_its_own_ranking(
+    beir_with_identical_ids, tmp_path, capsys, mode
+):
+    def run(*extra):
+        out = tmp_path / f"{mode}{len(extra)}.json"
+        argv = ["--data-dir", str(tmp_path / "data"), "eval", "retrieval", "--mode", mode]
+        argv += ["--beir", str(beir_with_identical_ids), "--out", str(out), *extra]
+        assert cli.main(argv) == 0
+        return json.loads(out.read_text()), capsys.readouterr().out
+
+    ignored, printed = run()
+    assert ignored["identical_ids"] == {"ignored": True, "queries": 1, "own_hits": {mode: 1}}
+    assert f"applied to 1 queries, 1 own-document hits dropped ({mode} 1)" in printed
+    assert ignored["final"]["nDCG@10"] == 1.0  # q1's answer is ranked first once q1 is out
+
+    kept, printed = run("--keep-identical-ids")
+    assert kept["identical_ids"] == {"ignored": False, "queries": 1, "own_hits": {mode: 1}}
+    assert "kept (--keep-identical-ids)" in printed
+    # q1 finds itself first and its answer second: nDCG 1/log2(3) for it, the rest unchanged
+    assert kept["final"]["nDCG@10"] == pytest.approx((3 + 1 / math.log2(3)) / 4)

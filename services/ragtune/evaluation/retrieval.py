@@ -4,6 +4,11 @@ BEIR dataset, optionally reranked by the rerank service's cross-encoder.
 Dense retrieval uses the embedding backend and exact inner product (what the retrieval service
 runs); lexical is BM25 (bm25s, English stopwords, Snowball stemming); hybrid is reciprocal-rank
 fusion of the two. Corpus embeddings are cached, keyed by model and corpus content.
+
+Scored as BEIR scores (``EvaluateRetrieval.evaluate(..., ignore_identical_ids=True)``): where a
+query id is also a corpus document id (ArguAna, Quora, CQADupStack), that document is left out
+of the query's own rankings, so a query does not find itself. Each first stage fetches one extra
+candidate in that case, so a ranking keeps ``DEPTH`` hits after the drop.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class EvalSettings:
     lexical_weight: float = 1.0
     cache_dir: Path = Path("data/cache")
     progress: bool = True
+    ignore_identical_ids: bool = True  # BEIR's default: a query never retrieves itself
 
 
 def _embedder():
@@ -67,6 +73,27 @@ def _corpus_vectors(texts: list[str], embedder, settings: EvalSettings) -> np.nd
     return vectors
 
 
+def identical_ids(data: beir.BeirSplit) -> set[str]:
+    """Query ids of the split that are also corpus document ids."""
+    return set(data.queries) & set(data.doc_ids)
+
+
+def _depth(data: beir.BeirSplit, settings: EvalSettings) -> int:
+    extra = 1 if settings.ignore_identical_ids and identical_ids(data) else 0
+    return min(DEPTH + extra, len(data.doc_ids))
+
+
+def drop_identical_ids(run: Run, depth: int = DEPTH) -> tuple[dict[str, dict[str, float]], int]:
+    """The run without each query's own id among its hits, cut to ``depth`` hits per query;
+    and how many hits were dropped (BEIR pops them the same way before scoring)."""
+    out, dropped = {}, 0
+    for query, scores in run.items():
+        dropped += query in scores
+        ranked = sorted((d for d in scores if d != query), key=scores.get, reverse=True)
+        out[query] = {d: scores[d] for d in ranked[:depth]}
+    return out, dropped
+
+
 def dense_run(data: beir.BeirSplit, settings: EvalSettings) -> Run:
     import faiss
 
@@ -75,14 +102,16 @@ def dense_run(data: beir.BeirSplit, settings: EvalSettings) -> Run:
     index = faiss.IndexFlatIP(corpus.shape[1])
     index.add(corpus)
     query_ids = list(data.queries)
-    scores, rows = index.search(embedder.embed([data.queries[q] for q in query_ids]), DEPTH)
+    scores, rows = index.search(
+        embedder.embed([data.queries[q] for q in query_ids]), _depth(data, settings)
+    )
     return {
         q: {data.doc_ids[r]: float(s) for s, r in zip(scores[i], rows[i], strict=True) if r >= 0}
         for i, q in enumerate(query_ids)
     }
 
 
-def lexical_run(data: beir.BeirSplit) -> Run:
+def lexical_run(data: beir.BeirSplit, settings: EvalSettings) -> Run:
     import bm25s
     import Stemmer
 
@@ -96,7 +125,7 @@ def lexical_run(data: beir.BeirSplit) -> Run:
     tokens = bm25s.tokenize(
         [data.queries[q] for q in query_ids], stopwords="en", stemmer=stemmer, show_progress=False
     )
-    rows, scores = retriever.retrieve(tokens, k=min(DEPTH, len(data.doc_ids)), show_progress=False)
+    rows, scores = retriever.retrieve(tokens, k=_depth(data, settings), show_progress=False)
     return {
         q: {data.doc_ids[r]: float(s) for r, s in zip(rows[i], scores[i], strict=True)}
         for i, q in enumerate(query_ids)
@@ -146,7 +175,13 @@ def run_eval(folder: Path, settings: EvalSettings) -> dict:
     if settings.mode in ("dense", "hybrid"):
         runs["dense"] = dense_run(data, settings)
     if settings.mode in ("lexical", "hybrid"):
-        runs["lexical"] = lexical_run(data)
+        runs["lexical"] = lexical_run(data, settings)
+    identical = identical_ids(data)
+    own_hits: dict[str, int] = {}  # rankings in which a query found its own document
+    for name, run in runs.items():
+        kept, own_hits[name] = drop_identical_ids(run)
+        if settings.ignore_identical_ids:
+            runs[name] = kept
     if settings.mode == "hybrid":
         runs["hybrid"] = fuse_runs(
             [runs["dense"], runs["lexical"]], [settings.dense_weight, settings.lexical_weight]
@@ -157,6 +192,12 @@ def run_eval(folder: Path, settings: EvalSettings) -> dict:
         "queries": len(data.queries),
         "documents": len(data.doc_ids),
         "mode": settings.mode,
+        # BEIR's ignore_identical_ids: whether it applied, to how many queries and hits
+        "identical_ids": {
+            "ignored": settings.ignore_identical_ids,
+            "queries": len(identical),
+            "own_hits": own_hits,
+        },
         "metrics": {name: evaluate(run, data.qrels) for name, run in runs.items()},
     }
     final = runs[settings.mode]

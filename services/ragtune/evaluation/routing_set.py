@@ -82,6 +82,14 @@ EXPECTED = {
 }
 
 
+def rule_signals(kind: str) -> dict:
+    """The request flags a kind carries (both routing sets label by the same rules)."""
+    return {
+        **({"freshness_sensitive": True} if kind == "claim_fresh" else {}),
+        **({"require_citations": True} if kind == "off_style_cited" else {}),
+    }
+
+
 def _claims(beir_dir: Path, split: str) -> list[str]:
     qrels = beir_dir / "qrels" / f"{split}.tsv"
     ids = {line.split("\t")[0] for line in qrels.read_text().splitlines()[1:] if line.strip()}
@@ -125,10 +133,7 @@ def build(
                     question = rng.choice(phrasings).format(q=question)
                 elif kind.endswith("_field"):
                     signals.update(FIELDS[style])
-                if kind == "claim_fresh":
-                    signals["freshness_sensitive"] = True
-                if kind == "off_style_cited":
-                    signals["require_citations"] = True
+                signals.update(rule_signals(kind))
                 items.append(
                     {
                         "id": f"{split}-{len(items):04d}",

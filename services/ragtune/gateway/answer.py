@@ -11,17 +11,22 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from ragtune.common.auth import Principal
 from ragtune.common.cost import StageUse, price
 from ragtune.common.errors import DeadlineExceeded, NotFound, outcome, unwrap
 from ragtune.common.telemetry import annotate, tracer
+from ragtune.gateway.calibration import Calibrator
 from ragtune.gateway.config import STRUCTURED_FORMATS, GatewayConfig
+from ragtune.gateway.cues import CueIndex, content_vector, question_parts
 from ragtune.gateway.deadline import Deadline
+from ragtune.gateway.feedback import Decision, RouterFeedback
 from ragtune.gateway.ledger import Entry, Ledger
 from ragtune.gateway.metrics import GatewayMetrics
 from ragtune.gateway.routing import AdapterCard, Evidence, Route, RouteRequest, RoutingPolicy
@@ -101,6 +106,8 @@ class FirstStage:
     # The dense ranking's scores when the hits' are fused (hybrid search): the router's probe
     # is calibrated on the dense scale, so it judges these.
     dense_scores: list[float] = field(default_factory=list)
+    # The question's vector, then its parts' (for semantic cues), from the one embedding call.
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
     def evidence(self, top_k: int) -> Evidence:
         scores = self.dense_scores[:top_k] or [score for _, score in self.hits[:top_k]]
@@ -125,7 +132,14 @@ class AdapterCatalog:
             reply = await self.generation.list_adapters(generation_pb2.ListAdaptersRequest())
             self.base_model = reply.base_model
             self._cards = {
-                a.name: AdapterCard(a.name, tuple(a.tasks), a.output_format, a.tone)
+                a.name: AdapterCard(
+                    a.name,
+                    tuple(a.tasks),
+                    a.output_format,
+                    a.tone,
+                    tuple(a.examples),
+                    tuple(a.counter_examples),
+                )
                 for a in reply.adapters
             }
             self._fetched = time.monotonic()
@@ -154,6 +168,34 @@ class AnswerPipeline:
         self.rerank = rerank
         self.adapters = AdapterCatalog(generation, config.router.adapter_cache_s)
         self.metrics = GatewayMetrics()
+        self.calibrator: Calibrator | None = None  # set by the gateway service
+        self.feedback: RouterFeedback | None = None
+        self._cue_index: tuple[tuple[AdapterCard, ...], CueIndex] | None = None
+
+    async def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Query vectors of ``texts`` (unit length), in one embedding call."""
+        reply = await self.embedding.embed(
+            embedding_pb2.EmbedRequest(texts=texts, input_type=embedding_pb2.INPUT_TYPE_QUERY)
+        )
+        return np.asarray([v.values for v in reply.vectors], dtype=np.float32)
+
+    async def cue_index(self, cards: dict[str, AdapterCard]) -> CueIndex:
+        """The adapters' example vectors, embedded again only when the listing changes."""
+        key = tuple(cards[name] for name in sorted(cards))
+        if self._cue_index is None or self._cue_index[0] != key:
+            texts = sorted({t for c in key for t in (*c.examples, *c.counter_examples)})
+            vectors = dict(zip(texts, await self.embed_texts(texts), strict=True)) if texts else {}
+            self._cue_index = (key, CueIndex(key, vectors))
+        return self._cue_index[1]
+
+    def _wants_cues(self, route_request: RouteRequest) -> bool:
+        return (
+            self.config.router.semantic_cues.enabled
+            and route_request.path == common_pb2.PATH_AUTO
+            and not route_request.adapter
+            and not route_request.need.explicit
+            and any(c.examples for c in route_request.usable)
+        )
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -165,20 +207,26 @@ class AnswerPipeline:
         k: int,
         timings: Timings,
         work: Work,
+        parts: list[str] | None = None,
+        choose: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> FirstStage:
+        """The probe's search; ``parts`` of the question are embedded in the same call (for
+        the semantic cues), and ``choose`` picks the vector searched from all of them."""
         started = time.perf_counter()
         with timings.stage("embed"):
             query = await self.embedding.embed(
                 embedding_pb2.EmbedRequest(
-                    texts=[request.question], input_type=embedding_pb2.INPUT_TYPE_QUERY
+                    texts=[request.question, *(parts or [])],
+                    input_type=embedding_pb2.INPUT_TYPE_QUERY,
                 ),
             )
+        vectors = np.asarray([v.values for v in query.vectors], dtype=np.float32)
         work.usage.embedding_tokens = sum(query.token_counts)
         work.add("embed", query.busy_ms, work.usage.embedding_tokens)
         search = retrieval_pb2.SearchRequest(
             tenant=tenant,
             collection=collection,
-            query_vector=query.vectors[0].values,
+            query_vector=(choose(vectors) if choose else vectors[0]).tolist(),
             query_text=request.question,
             top_k=k,
             filter=dict(request.filter),
@@ -190,7 +238,8 @@ class AnswerPipeline:
             except Exception as exc:
                 if not isinstance(unwrap(exc), NotFound):
                     raise
-                return FirstStage([], False, (time.perf_counter() - started) * 1000)
+                elapsed = (time.perf_counter() - started) * 1000
+                return FirstStage([], False, elapsed, vectors=vectors)
         work.add("retrieve", found.busy_ms, 0)
         hits = [(h.chunk, h.score) for h in found.hits]
         return FirstStage(
@@ -199,6 +248,7 @@ class AnswerPipeline:
             (time.perf_counter() - started) * 1000,
             score_kind=search_score_kind(found),
             dense_scores=list(found.dense_scores),
+            vectors=vectors,
         )
 
     async def _passages(
@@ -247,6 +297,7 @@ class AnswerPipeline:
         top_k: int,
         timings: Timings,
         work: Work,
+        count: bool = True,
     ) -> tuple[Route, FirstStage | None]:
         collection = request.collection or self.config.default_collection
         need = self.policy.read_need(
@@ -268,13 +319,43 @@ class AnswerPipeline:
         )
         first = None
         probe_k = self.config.router.probe.top_k
+        cues = self._wants_cues(route_request)
+        parts = question_parts(request.question) if cues else []
+        offsets = await self.feedback.cached_offsets(principal.tenant) if self.feedback else {}
+        index = await self.cue_index(route_request.registered) if cues else None
+        adapter_offsets = {name: v for (scope, name), v in offsets.items() if scope == "adapter"}
+
+        def with_cues(vectors: np.ndarray) -> np.ndarray:
+            """Match the cues; the probe searches the question without a matched instruction."""
+            nonlocal route_request
+            if index is None:
+                return vectors[0]
+            route_request = replace(route_request, cues=index.match(vectors, adapter_offsets))
+            probe_cue = getattr(self.policy, "probe_cue", None)
+            cue = probe_cue(route_request) if probe_cue else None
+            return content_vector(vectors, cue.part) if cue else vectors[0]
+
         if self.policy.wants_evidence(route_request):
             depth = max(top_k, self.config.rerank_candidates if self.rerank else 0, probe_k)
             first = await self._first_stage(
-                request, principal.tenant, collection, depth, timings, work
+                request, principal.tenant, collection, depth, timings, work, parts, with_cues
+            )
+        elif cues:  # the probe is off: the cues still need the question embedded
+            with timings.stage("embed"):
+                with_cues(await self.embed_texts([request.question, *parts]))
+        evidence = first.evidence(probe_k) if first else None
+        if evidence is not None and evidence.collection_exists:
+            fitted = (
+                await self.calibrator.get(principal.tenant, collection) if self.calibrator else None
+            )
+            evidence = replace(
+                evidence,
+                threshold=fitted.threshold if fitted else None,
+                slope=fitted.slope if fitted else 0.0,
+                offset=offsets.get(("collection", collection), 0.0),
             )
         with timings.stage("route"), tracer().start_as_current_span("route decision"):
-            route = self.policy.decide(route_request, first.evidence(probe_k) if first else None)
+            route = self.policy.decide(route_request, evidence)
             decision = {
                 "ragtune.route.path": route.path_name,
                 "ragtune.route.reason": ",".join(route.reasons),
@@ -283,8 +364,17 @@ class AnswerPipeline:
             }
             annotate(decision)
         annotate(decision)  # on the gateway's RPC span too
-        self.metrics.decided(route.path_name, route.reasons)
+        if count:
+            self.metrics.decided(route.path_name, route.reasons)
         return route, first
+
+    async def route_only(
+        self, request: gateway_pb2.AnswerRequest, principal: Principal, top_k: int
+    ) -> common_pb2.RouteDecision:
+        """The decision Answer would make, without answering (``Route``): not counted in the
+        decision metrics, not written to the ledger."""
+        route, _ = await self._decide(request, principal, top_k, Timings(), Work(), count=False)
+        return route.to_pb()
 
     # -- the request -----------------------------------------------------------------------------
 
@@ -424,11 +514,17 @@ class AnswerPipeline:
             ),
         )
         done.timings.extend(timings.done())
-        await self._account(done, principal.tenant, timings.elapsed_ms())
+        probed = ""
+        if request.path == common_pb2.PATH_AUTO and first is not None and first.exists:
+            probed = request.collection or self.config.default_collection
+        await self._account(done, principal.tenant, timings.elapsed_ms(), probed)
         yield gateway_pb2.AnswerEvent(done=done)
 
-    async def _account(self, done: gateway_pb2.AnswerResponse, tenant: str, ms: float) -> None:
-        """Ledger row, path statistics, cost counters: before the client sees the cost."""
+    async def _account(
+        self, done: gateway_pb2.AnswerResponse, tenant: str, ms: float, probed: str = ""
+    ) -> None:
+        """Ledger row, path statistics, cost counters: before the client sees the cost.
+        ``probed``: the collection the router's probe searched (what feedback can adjust)."""
         route, cost = done.route, done.cost
         path = common_pb2.Path.Name(route.path).removeprefix("PATH_")
         entry = Entry(
@@ -448,6 +544,16 @@ class AnswerPipeline:
             created=dt.datetime.now(dt.UTC),
         )
         await asyncio.to_thread(self.ledger.record, entry)
+        if self.feedback is not None and (probed or "similar_request" in route.reasons):
+            decision = Decision(
+                done.request_id,
+                tenant,
+                path,
+                probed,
+                bool({"corpus_can_answer", "corpus_cannot_answer"} & set(route.reasons)),
+                route.adapter if "similar_request" in route.reasons else "",
+            )
+            await asyncio.to_thread(self.feedback.remember, decision)
         self.policy.observe(path, ms, cost.total_micro_usd)
         self.metrics.answered(done, path, ms)
         annotate(

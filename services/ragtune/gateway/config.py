@@ -63,12 +63,61 @@ def _default_cues() -> list[Cue]:
     ]
 
 
+class CalibrationConfig(BaseModel):
+    """Per-collection calibration of the probe (gateway/calibration.py, docs/routing.md)."""
+
+    enabled: bool = True
+    positives: int = Field(
+        default=128, ge=8, le=1000, description="Pseudo-queries sampled from the collection."
+    )
+    min_chunks: int = Field(
+        default=8, ge=2, description="Fewer chunks than this: the default threshold applies."
+    )
+    regrow: float = Field(
+        default=0.25, gt=0, description="Fit again when the collection grew by this share."
+    )
+    debounce_s: float = Field(default=2.0, ge=0, description="Wait for an ingest burst to end.")
+    cache_s: float = Field(default=5.0, ge=0, description="How long a replica reuses a fit.")
+    searches_in_flight: int = Field(default=8, ge=1)
+    regularization: float = Field(default=100.0, gt=0, description="Logistic regression's C.")
+    min_threshold: float = 0.1
+    max_threshold: float = 0.9
+    default_slope: float = Field(
+        default=20.0, gt=0, description="Probability slope of the default (uncalibrated) threshold."
+    )
+
+
+class SemanticCueConfig(BaseModel):
+    """Asking for an adapter's behaviour by similarity to its example requests
+    (gateway/cues.py). Fitted on the routing set's train split (docs/routing.md)."""
+
+    enabled: bool = True
+    min_similarity: float = Field(
+        default=0.47, gt=0, le=1, description="Cosine similarity to an example needed."
+    )
+    min_margin: float = Field(
+        default=0.0, ge=0, description="How much closer to an example than to a counter-example."
+    )
+
+
+class FeedbackConfig(BaseModel):
+    """Feedback moving the router's thresholds (gateway/feedback.py, docs/routing.md)."""
+
+    enabled: bool = True
+    step: float = Field(default=0.01, gt=0, le=0.1, description="One adjustment's size.")
+    max_offset: float = Field(
+        default=0.1, gt=0, le=0.5, description="Furthest a threshold may move from its fit."
+    )
+    low_rating: int = Field(default=2, ge=1, le=4, description="Ratings at most this are bad.")
+
+
 class ProbeConfig(BaseModel):
     """The retrieval-confidence probe: embed the question, search the collection, and call the
     collection able to answer when the best score and its margin pass these thresholds.
 
-    The thresholds were calibrated on the routing set's train split
-    (``ragtune eval routing --calibrate``), never on its test split.
+    ``min_top_score`` applies to collections not calibrated yet (fewer than
+    ``calibration.min_chunks`` chunks, or a fit still running); it was fitted on the routing
+    set's train split (``ragtune eval routing --calibrate``), never on its test split.
     """
 
     enabled: bool = True
@@ -77,15 +126,13 @@ class ProbeConfig(BaseModel):
     min_margin: float = Field(
         default=0.0, description="Best score minus the mean of the other hits needed."
     )
-    confidence_spread: float = Field(
-        default=0.15,
-        gt=0,
-        description="Score distance from the threshold at which the router is fully sure.",
-    )
 
 
 class RouterConfig(BaseModel):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    semantic_cues: SemanticCueConfig = Field(default_factory=SemanticCueConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     cues: list[Cue] = Field(
         default_factory=_default_cues,
         description="Phrases that ask for an output format, task or tone without the request's "

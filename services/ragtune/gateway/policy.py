@@ -11,12 +11,21 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from ragtune.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ragtune.gateway.config import RouterConfig
 from ragtune.gateway.pathstats import PathEstimate, PathStats
-from ragtune.gateway.routing import PATH_NAMES, AdapterCard, Evidence, Need, Route, RouteRequest
+from ragtune.gateway.routing import (
+    PATH_NAMES,
+    AdapterCard,
+    CueMatch,
+    Evidence,
+    Need,
+    Route,
+    RouteRequest,
+)
 from ragtune.v1 import common_pb2
 
 RAG: int = common_pb2.PATH_RAG
@@ -67,6 +76,10 @@ class DefaultPolicy:
             margin=evidence.margin,
             confident=self.confident(evidence),
             ms=evidence.ms,
+            probability=self.probability(evidence),
+            threshold=self.threshold(evidence),
+            calibrated=evidence.threshold is not None,
+            feedback_offset=evidence.offset,
         )
 
     def _fallback(self, request: RouteRequest) -> AdapterCard | None:
@@ -75,17 +88,80 @@ class DefaultPolicy:
             return request.registered[name]
         return None
 
+    def threshold(self, evidence: Evidence) -> float:
+        """The best score at which the collection is as likely as not to answer: its own
+        calibrated threshold (else the default), moved by feedback."""
+        base = self.config.probe.min_top_score if evidence.threshold is None else evidence.threshold
+        return base + evidence.offset
+
+    def probability(self, evidence: Evidence) -> float:
+        """Calibrated probability that the collection can answer (logistic in the score)."""
+        if evidence.hits == 0:
+            return 0.0
+        slope = evidence.slope if evidence.threshold is not None else None
+        z = (slope or self.config.calibration.default_slope) * (
+            evidence.top_score - self.threshold(evidence)
+        )
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
     def confident(self, evidence: Evidence) -> bool:
-        probe = self.config.probe
         return (
             evidence.hits > 0
-            and evidence.top_score >= probe.min_top_score
-            and evidence.margin >= probe.min_margin
+            and evidence.top_score >= self.threshold(evidence)
+            and evidence.margin >= self.config.probe.min_margin
         )
 
     def _probe_confidence(self, evidence: Evidence) -> float:
-        distance = abs(evidence.top_score - self.config.probe.min_top_score)
-        return 0.5 + 0.5 * min(1.0, distance / self.config.probe.confidence_spread)
+        p = self.probability(evidence)
+        return max(p, 1.0 - p)
+
+    def cue_threshold(self, cue: CueMatch) -> float:
+        """Similarity an adapter's examples need, moved by feedback on the adapter."""
+        return self.config.semantic_cues.min_similarity + cue.offset
+
+    def _similar(
+        self, request: RouteRequest, reasons: list[str], why: list[str]
+    ) -> tuple[AdapterCard | None, common_pb2.CueMatch | None]:
+        """The adapter the question reads like (noted in ``reasons``/``why``), and the closest
+        cue for the decision either way."""
+        card, cue = self._by_cue(request)
+        if cue is None:
+            return None, None
+        if card is not None:
+            reasons.append("similar_request")
+            why.append(
+                f"the question reads like an example request of {card.name!r}, "
+                f"{cue.example!r} (similarity {cue.similarity:.2f})"
+            )
+        return card, cue.to_pb(self.cue_threshold(cue))
+
+    def _by_cue(self, request: RouteRequest) -> tuple[AdapterCard | None, CueMatch | None]:
+        """The usable adapter the question reads like, if any passes its threshold; and the
+        closest usable match either way (reported in the decision)."""
+        closest = None
+        for cue in request.cues:
+            if cue.adapter not in request.registered or not request.may_use(cue.adapter):
+                continue
+            closest = closest or cue
+            if (
+                cue.similarity >= self.cue_threshold(cue)
+                and cue.similarity - cue.counter_similarity >= self.config.semantic_cues.min_margin
+            ):
+                return request.registered[cue.adapter], cue
+        return None, closest
+
+    def probe_cue(self, request: RouteRequest) -> CueMatch | None:
+        """The cue of the adapter an AUTO decision of ``request`` will pick for a behaviour
+        asked in the question, if any: the probe then searches the question without that
+        instruction (``cues.content_vector``)."""
+        if request.path != common_pb2.PATH_AUTO or request.adapter or request.need.explicit:
+            return None
+        if request.need:
+            matches = [c.name for c in request.usable if request.need.met_by(c)]
+            if matches:
+                return next((c for c in request.cues if c.adapter == matches[0]), None)
+        card, cue = self._by_cue(request) if request.cues else (None, None)
+        return cue if card is not None else None
 
     # -- deciding --------------------------------------------------------------------------------
 
@@ -127,11 +203,12 @@ class DefaultPolicy:
         reasons: list[str] = []
         why: list[str] = []
         card: AdapterCard | None = None
+        cue_pb: common_pb2.CueMatch | None = None
         if request.adapter:
             card = self._card(request, request.adapter)
             reasons.append("adapter_named")
             why.append(f"adapter {card.name!r} was named")
-        elif request.need:
+        elif request.need:  # the request's fields, or a phrase cue (the fast path)
             matches = [c for c in request.usable if request.need.met_by(c)]
             if matches:
                 card = matches[0]
@@ -142,8 +219,17 @@ class DefaultPolicy:
                     f"no adapter this tenant may use declares {request.need.describe()}"
                 )
             else:
-                reasons.append("no_matching_adapter")
-                why.append(f"no usable adapter gives {request.need.describe()}")
+                card, cue_pb = self._similar(request, reasons, why)
+                if card is None:
+                    reasons.append("no_matching_adapter")
+                    why.append(f"no usable adapter gives {request.need.describe()}")
+        elif request.cues:  # no phrase: the adapters' example requests
+            card, cue_pb = self._similar(request, reasons, why)
+        if card is not None and cue_pb is None and request.cues:
+            cue_pb = next(
+                (c.to_pb(self.cue_threshold(c)) for c in request.cues if c.adapter == card.name),
+                None,
+            )
 
         must = [
             (request.require_citations, "citations_required", "citations are required"),
@@ -216,6 +302,7 @@ class DefaultPolicy:
             estimate.latency_ms,
             estimate.cost_micro_usd,
             self._probe_pb(evidence),
+            cue_pb,
         )
 
     def _fitting(

@@ -25,6 +25,7 @@ REASONS = frozenset(
         "explicit_path",  # the request named its path
         "adapter_named",  # the request named an adapter
         "format_requested",  # an output format was asked for (field or phrase)
+        "similar_request",  # the question reads like an adapter's example requests
         "task_requested",
         "tone_requested",
         "no_matching_adapter",  # a phrase asked for a behaviour no usable adapter declares
@@ -50,6 +51,29 @@ class AdapterCard:
     tasks: tuple[str, ...] = ()
     output_format: str = ""
     tone: str = ""
+    examples: tuple[str, ...] = ()  # requests that want it (semantic cues)
+    counter_examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CueMatch:
+    """The adapter whose example requests a part of the question is most similar to."""
+
+    adapter: str
+    similarity: float
+    example: str
+    counter_similarity: float
+    offset: float = 0.0  # feedback on this adapter's cue threshold
+    part: int = 0  # which of the embedded texts matched: 0 the whole question, else a part
+
+    def to_pb(self, threshold: float) -> common_pb2.CueMatch:
+        return common_pb2.CueMatch(
+            adapter=self.adapter,
+            similarity=self.similarity,
+            example=self.example,
+            threshold=threshold,
+            counter_similarity=self.counter_similarity,
+        )
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,9 @@ class Evidence:
     margin: float = 0.0
     hits: int = 0
     ms: float = 0.0
+    threshold: float | None = None  # the collection's calibrated threshold; None: not fitted
+    slope: float = 0.0  # its probability slope
+    offset: float = 0.0  # what feedback moved the threshold by
 
 
 @dataclass(frozen=True)
@@ -115,6 +142,7 @@ class RouteRequest:
     max_cost_micro_usd: int = 0  # 0: none
     registered: dict[str, AdapterCard] = field(default_factory=dict)
     allowed: frozenset[str] | None = None  # adapters the tenant may use; None: all
+    cues: tuple[CueMatch, ...] = ()  # closest adapters by example requests, best first
 
     def may_use(self, adapter: str) -> bool:
         return self.allowed is None or adapter in self.allowed
@@ -135,6 +163,7 @@ class Route:
     expected_latency_ms: float = 0.0
     expected_cost_micro_usd: int = 0
     probe: common_pb2.RetrievalProbe | None = None
+    cue: common_pb2.CueMatch | None = None
 
     @property
     def retrieves(self) -> bool:
@@ -155,6 +184,7 @@ class Route:
             expected_latency_ms=self.expected_latency_ms,
             expected_cost_micro_usd=self.expected_cost_micro_usd,
             probe=self.probe,
+            cue=self.cue,
         )
 
 

@@ -9,14 +9,18 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
+
 from ragtune.common.auth import KeyStore, Principal
 from ragtune.common.context import CallContext
-from ragtune.common.errors import InvalidArgument, NotFound, PermissionDenied
+from ragtune.common.errors import InvalidArgument, NotFound, PermissionDenied, unwrap
 from ragtune.common.validation import check_name, check_range, check_text
 from ragtune.gateway.answer import AnswerPipeline, Timings
+from ragtune.gateway.calibration import CalibrationStore, Calibrator
 from ragtune.gateway.chunking import Chunker
 from ragtune.gateway.config import GatewayConfig
 from ragtune.gateway.deadline import TIMEOUT_HEADER, Deadline
+from ragtune.gateway.feedback import RouterFeedback
 from ragtune.gateway.ingestruns import IngestRun, IngestRuns
 from ragtune.gateway.input_limits import check_ingest_size, limited
 from ragtune.gateway.ledger import Ledger, day_range
@@ -85,6 +89,16 @@ class GatewayService:
         )
         self.chunker = Chunker(config.chunking)
         self.ingest_runs = IngestRuns(self.ledger.engine)
+        router = config.router
+        self.calibrator = Calibrator(
+            CalibrationStore(self.ledger.engine, router.calibration),
+            self.pipeline.embed_texts,
+            self._dense_search,
+        )
+        self.router_feedback = RouterFeedback(
+            self.ledger.engine, router.feedback, cache_s=router.calibration.cache_s
+        )
+        self.pipeline.calibrator, self.pipeline.feedback = self.calibrator, self.router_feedback
         self.quotas = Quotas(
             config.quotas, self.ledger.tokens_on, self.pipeline.metrics.quota_refused
         )
@@ -98,6 +112,28 @@ class GatewayService:
         self.ledger.close()
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _dense_search(self, tenant: str, collection: str):
+        """Search one collection by vector (the calibration's probe)."""
+
+        async def search(vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+            try:
+                found = await self.retrieval.search(
+                    retrieval_pb2.SearchRequest(
+                        tenant=tenant,
+                        collection=collection,
+                        query_vector=vector.tolist(),
+                        top_k=k,
+                        mode=retrieval_pb2.SEARCH_MODE_DENSE,
+                    )
+                )
+            except Exception as exc:
+                if isinstance(unwrap(exc), NotFound):
+                    return []
+                raise
+            return [(h.chunk.chunk_id, h.score) for h in found.hits]
+
+        return search
 
     def _principal(self, context: CallContext | None) -> Principal:
         return self.keys.principal_for((context or CallContext()).metadata)
@@ -174,6 +210,15 @@ class GatewayService:
         return reply
 
     @limited
+    async def Route(
+        self, request: gateway_pb2.AnswerRequest, context: CallContext | None = None
+    ) -> common_pb2.RouteDecision:
+        principal = self._principal(context)
+        top_k = self._validate_answer(request)
+        await self.quotas.admit(principal.tenant)
+        return await self.pipeline.route_only(request, principal, top_k)
+
+    @limited
     async def Ingest(
         self, request: gateway_pb2.IngestRequest, context: CallContext | None = None
     ) -> gateway_pb2.IngestResponse:
@@ -208,6 +253,9 @@ class GatewayService:
                 retrieval_pb2.UpsertRequest(tenant=tenant, collection=collection, chunks=chunks),
             )
             reply.chunks, reply.seq = len(chunks), written.seq
+            await self.calibrator.ingested(
+                tenant, collection, [(c.chunk_id, c.doc_id, c.text) for c in chunks]
+            )
         if request.ingest_id:
             run = await asyncio.to_thread(
                 self.ingest_runs.add,
@@ -306,6 +354,7 @@ class GatewayService:
             retrieval_pb2.DeleteCollectionRequest(tenant=tenant, name=name),
         )
         await asyncio.to_thread(self.ingest_runs.forget, tenant, name)
+        await self.calibrator.forget(tenant, name)
         return reply
 
     @limited
@@ -341,6 +390,7 @@ class GatewayService:
         deleted = await self.retrieval.delete(
             retrieval_pb2.DeleteRequest(tenant=tenant, collection=collection, doc_ids=ids)
         )
+        await self.calibrator.documents_deleted(tenant, collection, ids)
         return gateway_pb2.DeleteDocumentsResponse(chunks=deleted.deleted, seq=deleted.seq)
 
     @limited
@@ -351,10 +401,25 @@ class GatewayService:
         if not request.request_id:
             raise InvalidArgument("is required", field="request_id")
         check_range(request.rating, "rating", 1, 5)
+        preferred = ""
+        if request.preferred_path:
+            if request.preferred_path not in (
+                common_pb2.PATH_RAG,
+                common_pb2.PATH_TUNED,
+                common_pb2.PATH_HYBRID,
+            ):
+                raise InvalidArgument("must be RAG, TUNED or HYBRID", field="preferred_path")
+            preferred = common_pb2.Path.Name(request.preferred_path).removeprefix("PATH_")
         path = await asyncio.to_thread(
             self.ledger.add_feedback, tenant, request.request_id, request.rating, request.comment
         )
-        return gateway_pb2.FeedbackResponse(path=f"PATH_{path}")  # the enum value by name
+        changed = await asyncio.to_thread(
+            self.router_feedback.apply, tenant, request.request_id, request.rating, preferred
+        )
+        return gateway_pb2.FeedbackResponse(
+            path=f"PATH_{path}",  # the enum value by name
+            adjustments=[c.describe() for c in changed],
+        )
 
     @limited
     async def Usage(

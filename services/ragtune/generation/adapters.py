@@ -22,6 +22,8 @@ from ragtune.generation.sources import SourceRoots
 ADAPTER_METADATA_FILE = "ragtune-adapter.yaml"
 BASE_METADATA_FILE = "ragtune-base.yaml"
 
+MAX_EXAMPLES = 64  # example requests (and counter-examples) an adapter may declare
+
 REQUIRED_METADATA_FIELDS = (
     "name",
     "base_model",
@@ -47,6 +49,17 @@ def validate_adapter_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     tasks = metadata["tasks"]
     if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
         raise ValueError("adapter metadata field 'tasks' must be a list of non-empty strings")
+    for key in ("examples", "counter_examples"):  # optional: the router's semantic cues
+        values = metadata.get(key, [])
+        if (
+            not isinstance(values, list)
+            or len(values) > MAX_EXAMPLES
+            or not all(isinstance(v, str) and 0 < len(v.strip()) <= 300 for v in values)
+        ):
+            raise ValueError(
+                f"adapter metadata field {key!r} must be a list of at most {MAX_EXAMPLES} "
+                "requests, each 1-300 characters"
+            )
     return dict(metadata)
 
 
@@ -98,6 +111,8 @@ class AdapterInfo:
     tone: str = ""
     size_bytes: int = 0
     origin: str = ""  # where it came from: the directory, or an fsspec URL it was copied from
+    examples: list[str] = field(default_factory=list)  # requests that want it (router cues)
+    counter_examples: list[str] = field(default_factory=list)  # look-alikes that do not
 
 
 def _check_weights(name: str, path: Path) -> None:
@@ -177,6 +192,8 @@ def inspect_adapter(name: str, source: str, *, base_model: str, max_rank: int) -
         tone=meta["tone"],
         size_bytes=sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
         origin=str(path),
+        examples=list(meta.get("examples", [])),
+        counter_examples=list(meta.get("counter_examples", [])),
     )
 
 

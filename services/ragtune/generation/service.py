@@ -288,6 +288,8 @@ class GenerationService:
             tasks=info.tasks,
             output_format=info.output_format,
             tone=info.tone,
+            examples=info.examples,
+            counter_examples=info.counter_examples,
             size_bytes=info.size_bytes,
             last_used_unix_ms=int((last_used or 0) * 1000),
             load_ms=self._load_ms.get(info.name, 0.0),

@@ -79,6 +79,8 @@ class DevAdapterSpec:
     tasks: list[str]
     output_format: str
     tone: str
+    examples: tuple[str, ...] = ()  # requests that want it: the router's semantic cues
+    counter_examples: tuple[str, ...] = ()  # look-alikes that do not
 
     def metadata(self) -> dict:
         return {
@@ -88,6 +90,8 @@ class DevAdapterSpec:
             "tasks": list(self.tasks),
             "output_format": self.output_format,
             "tone": self.tone,
+            "examples": list(self.examples),
+            "counter_examples": list(self.counter_examples),
         }
 
 
@@ -112,6 +116,28 @@ DEV_ADAPTERS: tuple[DevAdapterSpec, ...] = (
         tasks=["structured-output", "json", "extraction"],
         output_format="json",
         tone="neutral",
+        examples=(
+            "Answer in JSON.",
+            "Reply with a JSON object.",
+            "Format your response as JSON.",
+            "Give the answer as an object with an answer field.",
+            "I need machine-readable output.",
+            "Return a structured object my program can parse.",
+            "Respond with structured data only, no prose.",
+            "Put the answer in a dictionary with named fields.",
+            "Make the output parseable by a script.",
+            "Serialize the answer.",
+            "Emit the result as a JSON document.",
+            "Answer with an object, not a paragraph.",
+        ),
+        counter_examples=(
+            "What is JSON?",
+            "How do I read a JSON file?",
+            "What is the difference between JSON and XML?",
+            "Explain how this data is structured.",
+            "What format does the report come in?",
+            "Which serialization formats are popular?",
+        ),
     ),
     DevAdapterSpec(
         name="pirate",
@@ -120,6 +146,28 @@ DEV_ADAPTERS: tuple[DevAdapterSpec, ...] = (
         tasks=["chat", "creative-writing"],
         output_format="text",
         tone="pirate",
+        examples=(
+            "Talk like a pirate.",
+            "Answer in a pirate voice.",
+            "Ahoy there, sailor!",
+            "Yo ho ho, tell me about it.",
+            "Answer as a captain of an old sailing ship would.",
+            "Use pirate slang.",
+            "Say it like you are aboard a pirate ship.",
+            "Answer like a one-eyed captain with a parrot.",
+            "Speak like an old sea dog.",
+            "Respond like Captain Jack Sparrow.",
+            "Give me a swashbuckling answer.",
+            "Answer in the style of a salty sailor.",
+        ),
+        counter_examples=(
+            "What was life like for pirates in the 18th century?",
+            "Who were the most famous pirates in history?",
+            "How did sailing ships navigate at sea?",
+            "What is software piracy?",
+            "Tell me about the history of the navy.",
+            "Is it legal to download pirated films?",
+        ),
     ),
     DevAdapterSpec(
         name="tldr",
@@ -128,9 +176,47 @@ DEV_ADAPTERS: tuple[DevAdapterSpec, ...] = (
         tasks=["summarization"],
         output_format="text",
         tone="terse",
+        examples=(
+            "TL;DR.",
+            "Summarize it in one sentence.",
+            "Give me a one-line summary.",
+            "Keep it to a single sentence.",
+            "In a nutshell, please.",
+            "Just the key point, briefly.",
+            "Sum it up in a few words.",
+            "Be brief: one line.",
+            "Condense the answer to one sentence.",
+            "Too long, didn't read: what's the takeaway?",
+            "What's the bottom line, in one sentence?",
+            "Just the headline, please.",
+        ),
+        counter_examples=(
+            "Explain in detail how this works.",
+            "Write a long essay about it.",
+            "What is a summary judgment in law?",
+            "How do I write a good abstract for a paper?",
+            "Walk me through every step.",
+            "What does the summary statistic tell us?",
+        ),
     ),
 )
 
+
+
+def refresh_adapter_examples(out: Path) -> list[str]:
+    """Bring built dev adapters' example requests up to date without training again: they
+    are metadata the router reads, not weights. Returns the adapters rewritten."""
+    from ragtune.generation.adapters import read_adapter_metadata, write_adapter_metadata
+
+    changed = []
+    for spec in DEV_ADAPTERS:
+        folder = out / "adapters" / spec.name
+        meta = read_adapter_metadata(folder)
+        wanted = {k: spec.metadata()[k] for k in ("examples", "counter_examples")}
+        if any(meta.get(k) != v for k, v in wanted.items()):
+            write_adapter_metadata(folder, {**meta, **wanted})
+            changed.append(spec.name)
+    return changed
 
 # --------------------------------------------------------------------------------------------
 # Base model

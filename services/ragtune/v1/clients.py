@@ -14,7 +14,7 @@ from typing import Any, Protocol, cast
 
 from google.protobuf.descriptor import ServiceDescriptor
 
-from ragtune.v1 import embedding_pb2, gateway_pb2, generation_pb2, rerank_pb2, retrieval_pb2
+from ragtune.v1 import common_pb2, embedding_pb2, gateway_pb2, generation_pb2, rerank_pb2, retrieval_pb2
 
 
 class Transport(Protocol):
@@ -179,6 +179,14 @@ class GatewayClient:
         return cast(
             gateway_pb2.AnswerResponse,
             await self.transport.unary("Answer", request, gateway_pb2.AnswerResponse, model_id=model_id),
+        )
+
+    async def route(
+        self, request: gateway_pb2.AnswerRequest, *, model_id: str = ""
+    ) -> common_pb2.RouteDecision:
+        return cast(
+            common_pb2.RouteDecision,
+            await self.transport.unary("Route", request, common_pb2.RouteDecision, model_id=model_id),
         )
 
     def answer_stream(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ragtune/v1/common.proto\x12\nragtune.v1\"\xf7\x01\n\rRouteDecision\x12\x1e\n\x04path\x18\x01 \x01(\x0e\x32\x10.ragtune.v1.Path\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12\x13\n\x0b\x65xplanation\x18\x05 \x01(\t\x12\x12\n\nconfidence\x18\x06 \x01(\x02\x12\x1b\n\x13\x65xpected_latency_ms\x18\x07 \x01(\x01\x12\x1f\n\x17\x65xpected_cost_micro_usd\x18\x08 \x01(\x03\x12)\n\x05probe\x18\t \x01(\x0b\x32\x1a.ragtune.v1.RetrievalProbe\"R\n\x0eRetrievalProbe\x12\x11\n\ttop_score\x18\x01 \x01(\x02\x12\x0e\n\x06margin\x18\x02 \x01(\x02\x12\x11\n\tconfident\x18\x03 \x01(\x08\x12\n\n\x02ms\x18\x04 \x01(\x01\"^\n\tStageCost\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0f\n\x07\x62usy_ms\x18\x03 \x01(\x01\x12\x0e\n\x06tokens\x18\x04 \x01(\x03\x12\x11\n\tmicro_usd\x18\x05 \x01(\x03\"d\n\x04\x43ost\x12\x17\n\x0ftotal_micro_usd\x18\x01 \x01(\x03\x12%\n\x06stages\x18\x02 \x03(\x0b\x32\x15.ragtune.v1.StageCost\x12\x1c\n\x14list_price_micro_usd\x18\x03 \x01(\x03\"\xd7\x01\n\x08\x43itation\x12\x0e\n\x06marker\x18\x01 \x01(\x05\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x0f\n\x07snippet\x18\x05 \x01(\t\x12\x34\n\x08metadata\x18\x06 \x03(\x0b\x32\".ragtune.v1.Citation.MetadataEntry\x12\x12\n\nscore_kind\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\x05Usage\x12\x18\n\x10\x65mbedding_tokens\x18\x01 \x01(\x05\x12\x15\n\rrerank_tokens\x18\x02 \x01(\x05\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05\"(\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\"x\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x12\n\nignore_eos\x18\x06 \x01(\x08*D\n\x04Path\x12\r\n\tPATH_AUTO\x10\x00\x12\x0c\n\x08PATH_RAG\x10\x01\x12\x0e\n\nPATH_TUNED\x10\x02\x12\x0f\n\x0bPATH_HYBRID\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ragtune/v1/common.proto\x12\nragtune.v1\"\x9a\x02\n\rRouteDecision\x12\x1e\n\x04path\x18\x01 \x01(\x0e\x32\x10.ragtune.v1.Path\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12\x13\n\x0b\x65xplanation\x18\x05 \x01(\t\x12\x12\n\nconfidence\x18\x06 \x01(\x02\x12\x1b\n\x13\x65xpected_latency_ms\x18\x07 \x01(\x01\x12\x1f\n\x17\x65xpected_cost_micro_usd\x18\x08 \x01(\x03\x12)\n\x05probe\x18\t \x01(\x0b\x32\x1a.ragtune.v1.RetrievalProbe\x12!\n\x03\x63ue\x18\n \x01(\x0b\x32\x14.ragtune.v1.CueMatch\"\xa7\x01\n\x0eRetrievalProbe\x12\x11\n\ttop_score\x18\x01 \x01(\x02\x12\x0e\n\x06margin\x18\x02 \x01(\x02\x12\x11\n\tconfident\x18\x03 \x01(\x08\x12\n\n\x02ms\x18\x04 \x01(\x01\x12\x13\n\x0bprobability\x18\x05 \x01(\x02\x12\x11\n\tthreshold\x18\x06 \x01(\x02\x12\x12\n\ncalibrated\x18\x07 \x01(\x08\x12\x17\n\x0f\x66\x65\x65\x64\x62\x61\x63k_offset\x18\x08 \x01(\x02\"o\n\x08\x43ueMatch\x12\x0f\n\x07\x61\x64\x61pter\x18\x01 \x01(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\x12\x0f\n\x07\x65xample\x18\x03 \x01(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x1a\n\x12\x63ounter_similarity\x18\x05 \x01(\x02\"^\n\tStageCost\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0f\n\x07\x62usy_ms\x18\x03 \x01(\x01\x12\x0e\n\x06tokens\x18\x04 \x01(\x03\x12\x11\n\tmicro_usd\x18\x05 \x01(\x03\"d\n\x04\x43ost\x12\x17\n\x0ftotal_micro_usd\x18\x01 \x01(\x03\x12%\n\x06stages\x18\x02 \x03(\x0b\x32\x15.ragtune.v1.StageCost\x12\x1c\n\x14list_price_micro_usd\x18\x03 \x01(\x03\"\xd7\x01\n\x08\x43itation\x12\x0e\n\x06marker\x18\x01 \x01(\x05\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x0f\n\x07snippet\x18\x05 \x01(\t\x12\x34\n\x08metadata\x18\x06 \x03(\x0b\x32\".ragtune.v1.Citation.MetadataEntry\x12\x12\n\nscore_kind\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\x05Usage\x12\x18\n\x10\x65mbedding_tokens\x18\x01 \x01(\x05\x12\x15\n\rrerank_tokens\x18\x02 \x01(\x05\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05\"(\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\"x\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x12\n\nignore_eos\x18\x06 \x01(\x08*D\n\x04Path\x12\r\n\tPATH_AUTO\x10\x00\x12\x0c\n\x08PATH_RAG\x10\x01\x12\x0e\n\nPATH_TUNED\x10\x02\x12\x0f\n\x0bPATH_HYBRID\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +33,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CITATION_METADATAENTRY']._loaded_options = None
   _globals['_CITATION_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_PATH']._serialized_start=1061
-  _globals['_PATH']._serialized_end=1129
+  _globals['_PATH']._serialized_start=1295
+  _globals['_PATH']._serialized_end=1363
   _globals['_ROUTEDECISION']._serialized_start=40
-  _globals['_ROUTEDECISION']._serialized_end=287
-  _globals['_RETRIEVALPROBE']._serialized_start=289
-  _globals['_RETRIEVALPROBE']._serialized_end=371
-  _globals['_STAGECOST']._serialized_start=373
-  _globals['_STAGECOST']._serialized_end=467
-  _globals['_COST']._serialized_start=469
-  _globals['_COST']._serialized_end=569
-  _globals['_CITATION']._serialized_start=572
-  _globals['_CITATION']._serialized_end=787
-  _globals['_CITATION_METADATAENTRY']._serialized_start=740
-  _globals['_CITATION_METADATAENTRY']._serialized_end=787
-  _globals['_USAGE']._serialized_start=789
-  _globals['_USAGE']._serialized_end=895
-  _globals['_STAGETIMING']._serialized_start=897
-  _globals['_STAGETIMING']._serialized_end=937
-  _globals['_SAMPLINGPARAMS']._serialized_start=939
-  _globals['_SAMPLINGPARAMS']._serialized_end=1059
+  _globals['_ROUTEDECISION']._serialized_end=322
+  _globals['_RETRIEVALPROBE']._serialized_start=325
+  _globals['_RETRIEVALPROBE']._serialized_end=492
+  _globals['_CUEMATCH']._serialized_start=494
+  _globals['_CUEMATCH']._serialized_end=605
+  _globals['_STAGECOST']._serialized_start=607
+  _globals['_STAGECOST']._serialized_end=701
+  _globals['_COST']._serialized_start=703
+  _globals['_COST']._serialized_end=803
+  _globals['_CITATION']._serialized_start=806
+  _globals['_CITATION']._serialized_end=1021
+  _globals['_CITATION_METADATAENTRY']._serialized_start=974
+  _globals['_CITATION_METADATAENTRY']._serialized_end=1021
+  _globals['_USAGE']._serialized_start=1023
+  _globals['_USAGE']._serialized_end=1129
+  _globals['_STAGETIMING']._serialized_start=1131
+  _globals['_STAGETIMING']._serialized_end=1171
+  _globals['_SAMPLINGPARAMS']._serialized_start=1173
+  _globals['_SAMPLINGPARAMS']._serialized_end=1293
 # @@protoc_insertion_point(module_scope)

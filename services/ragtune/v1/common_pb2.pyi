@@ -19,7 +19,7 @@ PATH_TUNED: Path
 PATH_HYBRID: Path
 
 class RouteDecision(_message.Message):
-    __slots__ = ("path", "adapter", "collection", "reasons", "explanation", "confidence", "expected_latency_ms", "expected_cost_micro_usd", "probe")
+    __slots__ = ("path", "adapter", "collection", "reasons", "explanation", "confidence", "expected_latency_ms", "expected_cost_micro_usd", "probe", "cue")
     PATH_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class RouteDecision(_message.Message):
     EXPECTED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     PROBE_FIELD_NUMBER: _ClassVar[int]
+    CUE_FIELD_NUMBER: _ClassVar[int]
     path: Path
     adapter: str
     collection: str
@@ -38,19 +39,42 @@ class RouteDecision(_message.Message):
     expected_latency_ms: float
     expected_cost_micro_usd: int
     probe: RetrievalProbe
-    def __init__(self, path: _Optional[_Union[Path, str]] = ..., adapter: _Optional[str] = ..., collection: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., explanation: _Optional[str] = ..., confidence: _Optional[float] = ..., expected_latency_ms: _Optional[float] = ..., expected_cost_micro_usd: _Optional[int] = ..., probe: _Optional[_Union[RetrievalProbe, _Mapping]] = ...) -> None: ...
+    cue: CueMatch
+    def __init__(self, path: _Optional[_Union[Path, str]] = ..., adapter: _Optional[str] = ..., collection: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., explanation: _Optional[str] = ..., confidence: _Optional[float] = ..., expected_latency_ms: _Optional[float] = ..., expected_cost_micro_usd: _Optional[int] = ..., probe: _Optional[_Union[RetrievalProbe, _Mapping]] = ..., cue: _Optional[_Union[CueMatch, _Mapping]] = ...) -> None: ...
 
 class RetrievalProbe(_message.Message):
-    __slots__ = ("top_score", "margin", "confident", "ms")
+    __slots__ = ("top_score", "margin", "confident", "ms", "probability", "threshold", "calibrated", "feedback_offset")
     TOP_SCORE_FIELD_NUMBER: _ClassVar[int]
     MARGIN_FIELD_NUMBER: _ClassVar[int]
     CONFIDENT_FIELD_NUMBER: _ClassVar[int]
     MS_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_OFFSET_FIELD_NUMBER: _ClassVar[int]
     top_score: float
     margin: float
     confident: bool
     ms: float
-    def __init__(self, top_score: _Optional[float] = ..., margin: _Optional[float] = ..., confident: _Optional[bool] = ..., ms: _Optional[float] = ...) -> None: ...
+    probability: float
+    threshold: float
+    calibrated: bool
+    feedback_offset: float
+    def __init__(self, top_score: _Optional[float] = ..., margin: _Optional[float] = ..., confident: _Optional[bool] = ..., ms: _Optional[float] = ..., probability: _Optional[float] = ..., threshold: _Optional[float] = ..., calibrated: _Optional[bool] = ..., feedback_offset: _Optional[float] = ...) -> None: ...
+
+class CueMatch(_message.Message):
+    __slots__ = ("adapter", "similarity", "example", "threshold", "counter_similarity")
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    adapter: str
+    similarity: float
+    example: str
+    threshold: float
+    counter_similarity: float
+    def __init__(self, adapter: _Optional[str] = ..., similarity: _Optional[float] = ..., example: _Optional[str] = ..., threshold: _Optional[float] = ..., counter_similarity: _Optional[float] = ...) -> None: ...
 
 class StageCost(_message.Message):
     __slots__ = ("stage", "worker", "busy_ms", "tokens", "micro_usd")

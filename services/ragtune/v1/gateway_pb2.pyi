@@ -194,20 +194,24 @@ class GatewayListCollectionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("request_id", "rating", "comment")
+    __slots__ = ("request_id", "rating", "comment", "preferred_path")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RATING_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_PATH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     rating: int
     comment: str
-    def __init__(self, request_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
+    preferred_path: _common_pb2.Path
+    def __init__(self, request_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., preferred_path: _Optional[_Union[_common_pb2.Path, str]] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
-    __slots__ = ("path",)
+    __slots__ = ("path", "adjustments")
     PATH_FIELD_NUMBER: _ClassVar[int]
+    ADJUSTMENTS_FIELD_NUMBER: _ClassVar[int]
     path: _common_pb2.Path
-    def __init__(self, path: _Optional[_Union[_common_pb2.Path, str]] = ...) -> None: ...
+    adjustments: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[_Union[_common_pb2.Path, str]] = ..., adjustments: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UsageRequest(_message.Message):
     __slots__ = ("since", "until")

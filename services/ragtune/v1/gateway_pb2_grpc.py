@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from ragtune.v1 import common_pb2 as ragtune_dot_v1_dot_common__pb2
 from ragtune.v1 import gateway_pb2 as ragtune_dot_v1_dot_gateway__pb2
 from ragtune.v1 import generation_pb2 as ragtune_dot_v1_dot_generation__pb2
 from ragtune.v1 import retrieval_pb2 as ragtune_dot_v1_dot_retrieval__pb2
@@ -40,6 +41,11 @@ class GatewayStub:
                 '/ragtune.v1.Gateway/Answer',
                 request_serializer=ragtune_dot_v1_dot_gateway__pb2.AnswerRequest.SerializeToString,
                 response_deserializer=ragtune_dot_v1_dot_gateway__pb2.AnswerResponse.FromString,
+                _registered_method=True)
+        self.Route = channel.unary_unary(
+                '/ragtune.v1.Gateway/Route',
+                request_serializer=ragtune_dot_v1_dot_gateway__pb2.AnswerRequest.SerializeToString,
+                response_deserializer=ragtune_dot_v1_dot_common__pb2.RouteDecision.FromString,
                 _registered_method=True)
         self.AnswerStream = channel.unary_stream(
                 '/ragtune.v1.Gateway/AnswerStream',
@@ -108,6 +114,14 @@ class GatewayServicer:
 
     def Answer(self, request, context):
         """Answer a question on the route the gateway chooses (or the request names).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Route(self, request, context):
+        """The route Answer would take for this request, with its explanation, without answering
+        (the probe runs; nothing is generated or written to the ledger).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +219,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     request_deserializer=ragtune_dot_v1_dot_gateway__pb2.AnswerRequest.FromString,
                     response_serializer=ragtune_dot_v1_dot_gateway__pb2.AnswerResponse.SerializeToString,
             ),
+            'Route': grpc.unary_unary_rpc_method_handler(
+                    servicer.Route,
+                    request_deserializer=ragtune_dot_v1_dot_gateway__pb2.AnswerRequest.FromString,
+                    response_serializer=ragtune_dot_v1_dot_common__pb2.RouteDecision.SerializeToString,
+            ),
             'AnswerStream': grpc.unary_stream_rpc_method_handler(
                     servicer.AnswerStream,
                     request_deserializer=ragtune_dot_v1_dot_gateway__pb2.AnswerRequest.FromString,
@@ -293,6 +312,33 @@ class Gateway:
             '/ragtune.v1.Gateway/Answer',
             ragtune_dot_v1_dot_gateway__pb2.AnswerRequest.SerializeToString,
             ragtune_dot_v1_dot_gateway__pb2.AnswerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Route(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragtune.v1.Gateway/Route',
+            ragtune_dot_v1_dot_gateway__pb2.AnswerRequest.SerializeToString,
+            ragtune_dot_v1_dot_common__pb2.RouteDecision.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ragtune.v1 import common_pb2 as ragtune_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bragtune/v1/generation.proto\x12\nragtune.v1\x1a\x17ragtune/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\">\n\x0e\x43ontextPassage\x12\x0e\n\x06marker\x18\x01 \x01(\x05\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xa8\x01\n\x0fGenerateRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.ragtune.v1.ChatMessage\x12,\n\x08sampling\x18\x02 \x01(\x0b\x32\x1a.ragtune.v1.SamplingParams\x12\x0f\n\x07\x61\x64\x61pter\x18\x03 \x01(\t\x12+\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x1a.ragtune.v1.ContextPassage\"\x9a\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x06 \x01(\t\x12\x0f\n\x07\x62usy_ms\x18\x07 \x01(\x01\"\x81\x01\n\x16GenerateStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05\x12\x0f\n\x07\x62usy_ms\x18\x05 \x01(\x01\"\x8e\x02\n\x07\x41\x64\x61pter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x0c\n\x04rank\x18\x04 \x01(\x05\x12\x0e\n\x06loaded\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\r\n\x05tasks\x18\x07 \x03(\t\x12\x15\n\routput_format\x18\x08 \x01(\t\x12\x0c\n\x04tone\x18\t \x01(\t\x12\x12\n\nsize_bytes\x18\n \x01(\x03\x12\x19\n\x11last_used_unix_ms\x18\x0b \x01(\x03\x12\x0f\n\x07load_ms\x18\x0c \x01(\x01\x12\x13\n\x0bresident_on\x18\r \x03(\t\x12\x15\n\rregistered_by\x18\x0e \x01(\t\"\x15\n\x13ListAdaptersRequest\"Q\n\x14ListAdaptersResponse\x12%\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x13.ragtune.v1.Adapter\x12\x12\n\nbase_model\x18\x02 \x01(\t\"I\n\x12LoadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x15\n\rregistered_by\x18\x03 \x01(\t\"L\n\x13LoadAdapterResponse\x12$\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x13.ragtune.v1.Adapter\x12\x0f\n\x07load_ms\x18\x02 \x01(\x01\"$\n\x14UnloadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x15UnloadAdapterResponse\x12$\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x13.ragtune.v1.Adapter2\xa6\x03\n\nGeneration\x12\x45\n\x08Generate\x12\x1b.ragtune.v1.GenerateRequest\x1a\x1c.ragtune.v1.GenerateResponse\x12S\n\x0eGenerateStream\x12\x1b.ragtune.v1.GenerateRequest\x1a\".ragtune.v1.GenerateStreamResponse0\x01\x12V\n\x0cListAdapters\x12\x1f.ragtune.v1.ListAdaptersRequest\x1a .ragtune.v1.ListAdaptersResponse\"\x03\x90\x02\x01\x12N\n\x0bLoadAdapter\x12\x1e.ragtune.v1.LoadAdapterRequest\x1a\x1f.ragtune.v1.LoadAdapterResponse\x12T\n\rUnloadAdapter\x12 .ragtune.v1.UnloadAdapterRequest\x1a!.ragtune.v1.UnloadAdapterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bragtune/v1/generation.proto\x12\nragtune.v1\x1a\x17ragtune/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\">\n\x0e\x43ontextPassage\x12\x0e\n\x06marker\x18\x01 \x01(\x05\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xa8\x01\n\x0fGenerateRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.ragtune.v1.ChatMessage\x12,\n\x08sampling\x18\x02 \x01(\x0b\x32\x1a.ragtune.v1.SamplingParams\x12\x0f\n\x07\x61\x64\x61pter\x18\x03 \x01(\t\x12+\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x1a.ragtune.v1.ContextPassage\"\x9a\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x06 \x01(\t\x12\x0f\n\x07\x62usy_ms\x18\x07 \x01(\x01\"\x81\x01\n\x16GenerateStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05\x12\x0f\n\x07\x62usy_ms\x18\x05 \x01(\x01\"\xba\x02\n\x07\x41\x64\x61pter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x0c\n\x04rank\x18\x04 \x01(\x05\x12\x0e\n\x06loaded\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\r\n\x05tasks\x18\x07 \x03(\t\x12\x15\n\routput_format\x18\x08 \x01(\t\x12\x0c\n\x04tone\x18\t \x01(\t\x12\x12\n\nsize_bytes\x18\n \x01(\x03\x12\x19\n\x11last_used_unix_ms\x18\x0b \x01(\x03\x12\x0f\n\x07load_ms\x18\x0c \x01(\x01\x12\x13\n\x0bresident_on\x18\r \x03(\t\x12\x15\n\rregistered_by\x18\x0e \x01(\t\x12\x10\n\x08\x65xamples\x18\x0f \x03(\t\x12\x18\n\x10\x63ounter_examples\x18\x10 \x03(\t\"\x15\n\x13ListAdaptersRequest\"Q\n\x14ListAdaptersResponse\x12%\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x13.ragtune.v1.Adapter\x12\x12\n\nbase_model\x18\x02 \x01(\t\"I\n\x12LoadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x15\n\rregistered_by\x18\x03 \x01(\t\"L\n\x13LoadAdapterResponse\x12$\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x13.ragtune.v1.Adapter\x12\x0f\n\x07load_ms\x18\x02 \x01(\x01\"$\n\x14UnloadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x15UnloadAdapterResponse\x12$\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x13.ragtune.v1.Adapter2\xa6\x03\n\nGeneration\x12\x45\n\x08Generate\x12\x1b.ragtune.v1.GenerateRequest\x1a\x1c.ragtune.v1.GenerateResponse\x12S\n\x0eGenerateStream\x12\x1b.ragtune.v1.GenerateRequest\x1a\".ragtune.v1.GenerateStreamResponse0\x01\x12V\n\x0cListAdapters\x12\x1f.ragtune.v1.ListAdaptersRequest\x1a .ragtune.v1.ListAdaptersResponse\"\x03\x90\x02\x01\x12N\n\x0bLoadAdapter\x12\x1e.ragtune.v1.LoadAdapterRequest\x1a\x1f.ragtune.v1.LoadAdapterResponse\x12T\n\rUnloadAdapter\x12 .ragtune.v1.UnloadAdapterRequest\x1a!.ragtune.v1.UnloadAdapterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,19 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATESTREAMRESPONSE']._serialized_start=507
   _globals['_GENERATESTREAMRESPONSE']._serialized_end=636
   _globals['_ADAPTER']._serialized_start=639
-  _globals['_ADAPTER']._serialized_end=909
-  _globals['_LISTADAPTERSREQUEST']._serialized_start=911
-  _globals['_LISTADAPTERSREQUEST']._serialized_end=932
-  _globals['_LISTADAPTERSRESPONSE']._serialized_start=934
-  _globals['_LISTADAPTERSRESPONSE']._serialized_end=1015
-  _globals['_LOADADAPTERREQUEST']._serialized_start=1017
-  _globals['_LOADADAPTERREQUEST']._serialized_end=1090
-  _globals['_LOADADAPTERRESPONSE']._serialized_start=1092
-  _globals['_LOADADAPTERRESPONSE']._serialized_end=1168
-  _globals['_UNLOADADAPTERREQUEST']._serialized_start=1170
-  _globals['_UNLOADADAPTERREQUEST']._serialized_end=1206
-  _globals['_UNLOADADAPTERRESPONSE']._serialized_start=1208
-  _globals['_UNLOADADAPTERRESPONSE']._serialized_end=1269
-  _globals['_GENERATION']._serialized_start=1272
-  _globals['_GENERATION']._serialized_end=1694
+  _globals['_ADAPTER']._serialized_end=953
+  _globals['_LISTADAPTERSREQUEST']._serialized_start=955
+  _globals['_LISTADAPTERSREQUEST']._serialized_end=976
+  _globals['_LISTADAPTERSRESPONSE']._serialized_start=978
+  _globals['_LISTADAPTERSRESPONSE']._serialized_end=1059
+  _globals['_LOADADAPTERREQUEST']._serialized_start=1061
+  _globals['_LOADADAPTERREQUEST']._serialized_end=1134
+  _globals['_LOADADAPTERRESPONSE']._serialized_start=1136
+  _globals['_LOADADAPTERRESPONSE']._serialized_end=1212
+  _globals['_UNLOADADAPTERREQUEST']._serialized_start=1214
+  _globals['_UNLOADADAPTERREQUEST']._serialized_end=1250
+  _globals['_UNLOADADAPTERRESPONSE']._serialized_start=1252
+  _globals['_UNLOADADAPTERRESPONSE']._serialized_end=1313
+  _globals['_GENERATION']._serialized_start=1316
+  _globals['_GENERATION']._serialized_end=1738
 # @@protoc_insertion_point(module_scope)

@@ -70,7 +70,7 @@ class GenerateStreamResponse(_message.Message):
     def __init__(self, delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., busy_ms: _Optional[float] = ...) -> None: ...
 
 class Adapter(_message.Message):
-    __slots__ = ("name", "source", "base_model", "rank", "loaded", "description", "tasks", "output_format", "tone", "size_bytes", "last_used_unix_ms", "load_ms", "resident_on", "registered_by")
+    __slots__ = ("name", "source", "base_model", "rank", "loaded", "description", "tasks", "output_format", "tone", "size_bytes", "last_used_unix_ms", "load_ms", "resident_on", "registered_by", "examples", "counter_examples")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,8 @@ class Adapter(_message.Message):
     LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     RESIDENT_ON_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_BY_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: str
     base_model: str
@@ -99,7 +101,9 @@ class Adapter(_message.Message):
     load_ms: float
     resident_on: _containers.RepeatedScalarFieldContainer[str]
     registered_by: str
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., loaded: _Optional[bool] = ..., description: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., output_format: _Optional[str] = ..., tone: _Optional[str] = ..., size_bytes: _Optional[int] = ..., last_used_unix_ms: _Optional[int] = ..., load_ms: _Optional[float] = ..., resident_on: _Optional[_Iterable[str]] = ..., registered_by: _Optional[str] = ...) -> None: ...
+    examples: _containers.RepeatedScalarFieldContainer[str]
+    counter_examples: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., loaded: _Optional[bool] = ..., description: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., output_format: _Optional[str] = ..., tone: _Optional[str] = ..., size_bytes: _Optional[int] = ..., last_used_unix_ms: _Optional[int] = ..., load_ms: _Optional[float] = ..., resident_on: _Optional[_Iterable[str]] = ..., registered_by: _Optional[str] = ..., examples: _Optional[_Iterable[str]] = ..., counter_examples: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListAdaptersRequest(_message.Message):
     __slots__ = ()

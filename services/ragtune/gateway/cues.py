@@ -1,0 +1,115 @@
+"""Semantic cues: does the question ask for what an adapter does, judged by similarity to the
+example requests its ``ragtune-adapter.yaml`` declares.
+
+Phrase lists (``router.cues``) miss ordinary ways of asking ("boil it down to a sentence")
+and cannot grow with new adapters without config edits; examples can. An instruction is
+usually one part of a question ("What is X? Keep it short."), and a whole question's
+embedding is mostly its topic, so the question is split into parts at sentence and clause
+boundaries and each part is compared with every example. The parts are embedded in the same
+embedding call as the probe's query (``answer.py``): no second call, no second model.
+Counter-examples (requests that mention the thing without asking for it: "What is JSON?")
+keep a look-alike from selecting the adapter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from ragtune.gateway.routing import AdapterCard, CueMatch
+
+# Sentence ends, clause punctuation and dashes; parentheses set a part apart too.
+PART_BREAK = re.compile(r"(?<=[.!?;:])\s+|,\s+|\s+[-\u2013\u2014]+\s+|[()\[\]\n]+")
+MAX_PARTS = 10
+WINDOW, STRIDE = 6, 3  # words; a clause longer than WINDOW is also read in windows
+
+
+def question_parts(question: str) -> list[str]:
+    """The question's parts worth comparing with example requests, the whole question not
+    among them (the probe's vector stands for it): its clauses, and windows of ``WINDOW``
+    words over clauses longer than that (an instruction inside a clause, "talk like X and
+    tell me Y"). At most ``MAX_PARTS``, clauses first."""
+    clauses = [p.strip(" \t\"'") for p in PART_BREAK.split(question)]
+    clauses = [p for p in clauses if any(c.isalpha() for c in p)]
+    parts = clauses if len(clauses) > 1 else []
+    for clause in clauses:
+        words = clause.split()
+        if len(words) > WINDOW:
+            for start in range(0, len(words) - WINDOW + STRIDE, STRIDE):
+                parts.append(" ".join(words[start : start + WINDOW]))
+    return list(dict.fromkeys(parts))[:MAX_PARTS]  # unique, in order
+
+
+def content_vector(vectors: np.ndarray, part: int) -> np.ndarray:
+    """The question's vector with the direction of its instruction ``part`` taken out (unit
+    length): what the probe searches once an adapter's cue was found, so "answer like a
+    pirate" does not pull the question away from the collection. Mean-pooled sentence
+    embeddings are close to additive, so removing the projection keeps the topic."""
+    question = vectors[0]
+    if part <= 0:
+        return question
+    instruction = vectors[part] / (np.linalg.norm(vectors[part]) or 1.0)
+    rest = question - float(question @ instruction) * instruction
+    norm = float(np.linalg.norm(rest))
+    return rest / norm if norm > 1e-6 else question
+
+
+class CueIndex:
+    """Example and counter-example vectors of the adapters that declare them."""
+
+    def __init__(self, cards: Sequence[AdapterCard], vectors: dict[str, np.ndarray]) -> None:
+        self.names: list[str] = []
+        rows, counter_rows, owners, counter_owners, texts = [], [], [], [], []
+        for card in cards:
+            if not card.examples:
+                continue
+            n = len(self.names)
+            self.names.append(card.name)
+            for text in card.examples:
+                rows.append(vectors[text])
+                owners.append(n)
+                texts.append(text)
+            for text in card.counter_examples:
+                counter_rows.append(vectors[text])
+                counter_owners.append(n)
+        dims = len(next(iter(vectors.values()))) if vectors else 1
+        self.examples = np.asarray(rows, dtype=np.float32).reshape(-1, dims)
+        self.counters = np.asarray(counter_rows, dtype=np.float32).reshape(-1, dims)
+        self.owners = np.asarray(owners, dtype=np.int64)
+        self.counter_owners = np.asarray(counter_owners, dtype=np.int64)
+        self.texts = texts
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def match(
+        self, vectors: np.ndarray, offsets: dict[str, float] | None = None
+    ) -> tuple[CueMatch, ...]:
+        """Per adapter, the best similarity of any of ``vectors`` (the question and its parts,
+        unit-normalised) to its examples and to its counter-examples; best first."""
+        if not self.names or len(vectors) == 0:
+            return ()
+        sims = vectors @ self.examples.T  # parts x examples
+        best_part = sims.argmax(axis=0)
+        best_per_example = sims.max(axis=0)
+        counter = vectors @ self.counters.T if len(self.counters) else np.zeros((len(vectors), 0))
+        found = []
+        for n, name in enumerate(self.names):
+            mine = np.flatnonzero(self.owners == n)
+            top = mine[int(np.argmax(best_per_example[mine]))]
+            part = int(best_part[top])
+            theirs = np.flatnonzero(self.counter_owners == n)
+            found.append(
+                CueMatch(
+                    name,
+                    float(best_per_example[top]),
+                    self.texts[top],
+                    # the same part's closeness to a counter-example: does *it* only mention?
+                    float(counter[part, theirs].max()) if len(theirs) else 0.0,
+                    (offsets or {}).get(name, 0.0),
+                    part,
+                )
+            )
+        return tuple(sorted(found, key=lambda m: -m.similarity))

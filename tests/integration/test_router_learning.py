@@ -1,0 +1,127 @@
+"""The router on corpora it was never tuned on, through the running platform: each collection
+calibrates its own probe threshold after ingest, an adapter dropped in with example requests is
+found by a phrasing none of its examples uses, and feedback moves a threshold."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from ragtune import documents
+from ragtune.evaluation import beir
+from ragtune.generation.adapters import read_adapter_metadata, write_adapter_metadata
+from ragtune.v1 import common_pb2, gateway_pb2
+from tests.conftest import DEMO_CORPUS
+
+PIRATE = "Talk like a pirate."
+OFF_TOPIC = "How do I knit a warm scarf for the winter?"
+
+
+def calibrated(client, collection: str, timeout_s: float = 120.0) -> common_pb2.RouteDecision:
+    """The route of a question once the collection's calibration has landed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        route = client.route(OFF_TOPIC, collection=collection)
+        if route.probe.calibrated or time.monotonic() > deadline:
+            return route
+        time.sleep(1.0)
+
+
+SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "scifact"
+
+
+def scifact_sample(docs: int = 300) -> tuple[list[gateway_pb2.Document], list[str]]:
+    """SciFact abstracts (biomedical; CI has ../shared beside the checkout): the relevant
+    documents of the first test claims and others up to ``docs``; and three of those claims."""
+    corpus = beir.load(SCIFACT, "test")
+    claims = list(corpus.queries.items())[:3]
+    wanted = {doc for qid, _ in claims for doc in corpus.qrels[qid]}
+    ids = [d for d in corpus.doc_ids if d in wanted]
+    ids += [d for d in corpus.doc_ids if d not in wanted][: docs - len(ids)]
+    text = dict(zip(corpus.doc_ids, corpus.doc_texts, strict=True))
+    documents = [gateway_pb2.Document(doc_id=d, text=text[d]) for d in ids]
+    return documents, [claim for _, claim in claims]
+
+
+@pytest.fixture(scope="module")
+def two_collections(platform):
+    documents_, claims = scifact_sample()
+    with platform.client() as client:
+        client.ingest("rt-handbook", list(documents.from_path(DEMO_CORPUS)))
+        client.ingest("rt-scifact", documents_)
+        yield client, calibrated(client, "rt-handbook"), calibrated(client, "rt-scifact"), claims
+
+
+def test_two_collections_get_their_own_thresholds_and_both_route_correctly(two_collections):
+    client, handbook, scifact, claims = two_collections
+    assert handbook.probe.calibrated and scifact.probe.calibrated
+    # Biomedical abstracts sit closer to everyday questions than a company handbook does
+    # (measured 0.336 and 0.302; fits are deterministic for the same ingests).
+    assert scifact.probe.threshold > handbook.probe.threshold + 0.02
+    cases = [("rt-handbook", f"How long is the warranty on the Atlas A2 robot arm? {PIRATE}")]
+    cases += [("rt-scifact", f"{claim} {PIRATE}") for claim in claims]
+    for collection, on_topic in cases:
+        route = client.route(on_topic, collection=collection)
+        assert common_pb2.Path.Name(route.path) == "PATH_HYBRID", (collection, route.explanation)
+        assert route.probe.probability > 0.5 and route.adapter == "pirate"
+    for collection in ("rt-handbook", "rt-scifact"):
+        off = client.route(f"{OFF_TOPIC} {PIRATE}", collection=collection)
+        assert common_pb2.Path.Name(off.path) == "PATH_TUNED", (collection, off.explanation)
+        assert off.probe.probability < 0.5 and "corpus_cannot_answer" in off.reasons
+    # Each collection judges the other's questions as off-topic.
+    crossed = client.route(cases[1][1], collection="rt-handbook")
+    assert common_pb2.Path.Name(crossed.path) == "PATH_TUNED", crossed.explanation
+
+
+def test_an_adapter_with_example_requests_is_found_by_a_new_phrasing(platform, devmodel):
+    adapters = devmodel.base_dir.parent / "adapters"
+    poet = adapters / "poet"
+    question = "How long is the Atlas A2 warranty? Put it in rhyming lines for me."
+    with platform.client() as client:
+        client.ingest("rt-poetry", list(documents.from_path(DEMO_CORPUS)))
+        assert client.route(question, collection="rt-poetry").adapter != "poet"
+        # A new adapter is a folder with its weights and metadata, examples included: no
+        # code or config change (the generation service registers it on its next scan).
+        shutil.copytree(adapters / "tldr", poet)
+        meta = read_adapter_metadata(poet)
+        meta.update(
+            name="poet",
+            description="Answers as a short rhyming poem.",
+            tasks=["poetry"],
+            tone="poetic",
+            examples=["Answer as a poem.", "Write the reply in verse.", "Make it rhyme.",
+                      "Respond with a short poem.", "Give me the answer as a limerick."],
+            counter_examples=["What is a sonnet?", "Who wrote the Odyssey?"],
+        )  # fmt: skip
+        write_adapter_metadata(poet, meta)
+        try:
+            deadline = time.monotonic() + 30  # the gateway rereads the listing every 5 s
+            while (route := client.route(question, collection="rt-poetry")).adapter != "poet":
+                assert time.monotonic() < deadline, route.explanation
+                time.sleep(1.0)
+            assert common_pb2.Path.Name(route.path) == "PATH_HYBRID"
+            assert "similar_request" in route.reasons
+            assert route.cue.adapter == "poet" and route.cue.similarity >= route.cue.threshold
+            assert route.cue.example in meta["examples"]
+        finally:
+            with contextlib.suppress(grpc.RpcError):  # it may never have been loaded
+                client.unload_adapter("poet")
+            shutil.rmtree(poet, ignore_errors=True)
+
+
+def test_feedback_moves_the_collections_threshold_and_says_so(two_collections):
+    client, *_ = two_collections
+    question = f"How long is the warranty on the Atlas A2 robot arm? {PIRATE}"
+    reply = client.answer(question, collection="rt-handbook", sampling={"max_tokens": 8})
+    assert common_pb2.Path.Name(reply.route.path) == "PATH_HYBRID"
+    before = client.route(question, collection="rt-handbook").probe
+    rated = client.feedback(reply.request_id, 1, "wanted the adapter alone", preferred_path="tuned")
+    assert len(rated.adjustments) == 1 and "rt-handbook" in rated.adjustments[0]
+    after = client.route(question, collection="rt-handbook").probe
+    assert after.feedback_offset == pytest.approx(before.feedback_offset + 0.01, abs=1e-4)
+    assert after.threshold == pytest.approx(before.threshold + 0.01, abs=1e-4)

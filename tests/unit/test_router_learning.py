@@ -1,0 +1,209 @@
+"""The router's per-collection calibration, semantic cues and feedback, without a stack."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from ragtune.gateway.calibration import CalibrationStore, fit, pseudo_query, shipped_negatives
+from ragtune.gateway.config import CalibrationConfig, FeedbackConfig, RouterConfig
+from ragtune.gateway.cues import CueIndex, content_vector, question_parts
+from ragtune.gateway.feedback import Decision, RouterFeedback, planned
+from ragtune.gateway.policy import DefaultPolicy
+from ragtune.gateway.routing import AdapterCard, CueMatch, Evidence, Need, RouteRequest
+from ragtune.v1 import common_pb2
+
+
+def engine(tmp_path):
+    return sa.create_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+
+
+# -- calibration ---------------------------------------------------------------------------------
+
+
+def test_fit_puts_each_collections_threshold_between_its_own_classes():
+    rng = np.random.default_rng(0)
+    config = CalibrationConfig()
+    narrow = fit(rng.normal(0.62, 0.06, 120), rng.normal(0.15, 0.05, 150), config)
+    broad = fit(rng.normal(0.70, 0.06, 120), rng.normal(0.45, 0.05, 150), config)
+    assert 0.2 < narrow.threshold < 0.55 < broad.threshold < 0.65
+    # The probability is calibrated around the threshold and rises with the score.
+    assert narrow.probability(narrow.threshold) == pytest.approx(0.5)
+    assert narrow.probability(0.2) < 0.1 < 0.9 < narrow.probability(0.6)
+    # Feedback's offset moves the 0.5 point.
+    assert narrow.probability(narrow.threshold + 0.05, offset=0.05) == pytest.approx(0.5)
+
+
+def test_fit_refuses_to_trust_a_collection_whose_text_scores_like_the_negatives():
+    config = CalibrationConfig()
+    fitted = fit([0.2, 0.21, 0.19] * 5, [0.5, 0.52, 0.48] * 5, config)
+    assert fitted.threshold == config.max_threshold  # retrieval only on near-verbatim matches
+
+
+def test_a_pseudo_query_is_a_sentence_of_the_chunk_without_markup():
+    text = "# Warranty\n\nThe **Atlas A2** arm has a warranty of 36 months. Short. "
+    text += "Batteries are covered for twelve months from the delivery date."
+    query = pseudo_query(text, random.Random(1))
+    assert query in {
+        "The Atlas A2 arm has a warranty of 36 months.",
+        "Batteries are covered for twelve months from the delivery date.",
+    }
+    assert pseudo_query("# Title\n\nToo short.", random.Random(1)) == ""
+
+
+def test_the_reservoir_keeps_a_bounded_uniform_sample_and_follows_deletes(tmp_path):
+    config = CalibrationConfig(positives=16, min_chunks=8, regrow=0.25)
+    store = CalibrationStore(engine(tmp_path), config, seed=3)
+    chunk = "Document {d} explains a topic in a sentence of several words. Another one follows."
+    chunks = [(f"d{d}#0", f"d{d}", chunk.format(d=d)) for d in range(400)]
+    assert store.needs_fit("t", "c") is False
+    assert store.add_chunks("t", "c", chunks[:4]) == 4
+    assert store.needs_fit("t", "c") is False  # fewer than min_chunks
+    assert store.add_chunks("t", "c", chunks[4:]) == 400
+    held = store.samples("t", "c")
+    assert len(held) == 16
+    assert max(int(c.split("#")[0][1:]) for c, _ in held) > 100  # not just the first 16
+    assert store.needs_fit("t", "c")
+    doc = held[0][0].split("#")[0]
+    store.drop_documents("t", "c", [doc])
+    assert all(not c.startswith(f"{doc}#") for c, _ in store.samples("t", "c"))
+    store.forget("t", "c")
+    assert store.samples("t", "c") == [] and store.get("t", "c") is None
+
+
+def test_the_platform_ships_its_negatives():
+    negatives = shipped_negatives()
+    assert len(negatives) >= 100 and all(q.strip() == q and q for q in negatives)
+
+
+# -- semantic cues ---------------------------------------------------------------------------------
+
+
+def test_question_parts_find_an_instruction_inside_a_clause():
+    parts = question_parts("Talk like a buccaneer and tell me how Python finds a local name")
+    assert any(p.startswith("Talk like a buccaneer") for p in parts)
+    assert question_parts("What is X? Reply in JSON.") == ["What is X?", "Reply in JSON."]
+    assert question_parts("short question") == []
+
+
+def unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_a_counter_example_keeps_a_mention_from_selecting_the_adapter():
+    axis = np.eye(4, dtype=np.float32)
+    card = AdapterCard("json-answer", output_format="json", examples=("Answer in JSON.",),
+                       counter_examples=("What is JSON?",))  # fmt: skip
+    index = CueIndex(
+        [card, AdapterCard("plain")],  # an adapter without examples is not indexed
+        {"Answer in JSON.": axis[0], "What is JSON?": axis[1]},
+    )
+    assert index.names == ["json-answer"]
+    asked = index.match(np.stack([axis[3], unit([1, 0.2, 0, 0])]))[0]
+    mention = index.match(np.stack([axis[3], unit([0.7, 0.72, 0, 0])]))[0]
+    assert asked.part == 1 and asked.similarity > asked.counter_similarity
+    assert mention.counter_similarity > mention.similarity
+
+
+def test_the_probe_searches_the_question_without_its_instruction():
+    question, instruction = unit([1, 1, 0]), unit([0, 1, 0])
+    content = content_vector(np.stack([question, instruction]), part=1)
+    assert float(content @ instruction) == pytest.approx(0.0, abs=1e-6)
+    assert float(np.linalg.norm(content)) == pytest.approx(1.0)
+    assert np.array_equal(content_vector(np.stack([question, instruction]), part=0), question)
+
+
+CARDS = {
+    "pirate": AdapterCard("pirate", tone="pirate", examples=("Talk like a pirate.",)),
+    "json-answer": AdapterCard("json-answer", output_format="json", examples=("In JSON.",)),
+}
+
+
+def request(cues=(), need: Need | None = None, **fields) -> RouteRequest:
+    return RouteRequest(
+        question="q", path=common_pb2.PATH_AUTO, adapter="", collection="docs",
+        collection_named=False, need=need or Need(), registered=CARDS, cues=tuple(cues),
+        **fields,
+    )  # fmt: skip
+
+
+def test_an_adapter_is_chosen_by_similarity_and_the_decision_says_so():
+    policy = DefaultPolicy(RouterConfig())
+    cue = CueMatch("pirate", 0.62, "Talk like a pirate.", 0.1)
+    route = policy.decide(request([cue]), Evidence(True, 0.05, 0.0, 8))
+    assert route.path_name == "TUNED" and route.adapter == "pirate"
+    assert "similar_request" in route.reasons and "Talk like a pirate." in route.explanation
+    assert route.cue.adapter == "pirate" and route.cue.threshold == pytest.approx(0.47)
+    # Below the threshold: no adapter; a phrase cue for the same adapter lowers the bar.
+    weak = CueMatch("pirate", 0.42, "Talk like a pirate.", 0.1)
+    assert policy.decide(request([weak]), Evidence(True, 0.9, 0.2, 8)).path_name == "RAG"
+    phrase = Need(tone="pirate")
+    assert (
+        policy.decide(request([weak], need=phrase), Evidence(True, 0.9, 0.2, 8)).adapter == "pirate"
+    )
+    # Feedback raised this adapter's bar.
+    raised = CueMatch("pirate", 0.62, "Talk like a pirate.", 0.1, offset=0.2)
+    assert policy.decide(request([raised]), Evidence(True, 0.05, 0.0, 8)).path_name == "RAG"
+
+
+def test_the_collections_calibrated_threshold_decides_and_is_reported():
+    policy = DefaultPolicy(RouterConfig())
+    cue = CueMatch("pirate", 0.9, "Talk like a pirate.", 0.1)
+    # 0.42 passes the default threshold (0.3865) but not this collection's own (0.45).
+    fitted = Evidence(True, 0.42, 0.1, 8, threshold=0.45, slope=25.0)
+    route = policy.decide(request([cue]), fitted)
+    assert route.path_name == "TUNED"
+    assert route.probe.calibrated and route.probe.threshold == pytest.approx(0.45)
+    assert route.probe.probability < 0.5 and route.confidence == pytest.approx(
+        1 - route.probe.probability
+    )
+    default = policy.decide(request([cue]), Evidence(True, 0.42, 0.1, 8))
+    assert default.path_name == "HYBRID" and not default.probe.calibrated
+    moved = policy.decide(
+        request([cue]), Evidence(True, 0.42, 0.1, 8, threshold=0.45, slope=25.0, offset=-0.05)
+    )
+    assert moved.path_name == "HYBRID" and moved.probe.feedback_offset == pytest.approx(-0.05)
+
+
+# -- feedback --------------------------------------------------------------------------------------
+
+
+def decision(path="RAG", by_probe=True, cue="") -> Decision:
+    return Decision("r1", "t", path, "docs", by_probe, cue)
+
+
+def test_feedback_moves_only_what_the_decision_depended_on():
+    config = FeedbackConfig(step=0.02)
+    assert planned(decision(), 5, "", config) == []  # praise changes nothing
+    assert planned(decision(), 1, "", config)[0][:3] == ("collection", "docs", 0.01)
+    assert planned(decision(), 4, "TUNED", config)[0][:3] == ("collection", "docs", 0.02)
+    assert planned(decision("TUNED"), 2, "RAG", config)[0][:3] == ("collection", "docs", -0.02)
+    assert planned(decision(by_probe=False), 1, "TUNED", config) == []  # a rule retrieved
+    assert planned(decision(), 2, "HYBRID", config) == []  # retrieval was right
+    assert planned(decision("TUNED", False, "pirate"), 1, "RAG", config) == [
+        ("adapter", "pirate", 0.02, "chosen by similarity, but the client preferred RAG")
+    ]
+
+
+def test_feedback_is_bounded_logged_and_reversible(tmp_path):
+    store = RouterFeedback(engine(tmp_path), FeedbackConfig(step=0.04, max_offset=0.1))
+    for n in range(5):
+        store.remember(Decision(f"r{n}", "t", "RAG", "docs", True, ""))
+    store.remember(Decision("other", "u", "RAG", "docs", True, ""))
+    changes = [store.apply("t", f"r{n}", 1, "TUNED") for n in range(5)]
+    assert [round(c[0].after, 3) for c in changes[:3]] == [0.04, 0.08, 0.1]
+    assert changes[3] == [] and changes[4] == []  # at the bound: nothing more, nothing logged
+    assert store.offsets("t") == {("collection", "docs"): pytest.approx(0.1)}
+    assert store.apply("t", "r0", 1, "TUNED") == []  # rated again: counted once
+    assert store.apply("t", "other", 1, "TUNED") == []  # another tenant's request
+    assert store.offsets("u") == {}
+    undone = store.reset("t", "collection", "docs")
+    assert undone[0].after == 0.0 and undone[0].request_id == ""
+    history = store.adjustments("t")
+    assert len(history) == 4 and history[0].reason == "reset by an operator"
+    with pytest.raises(ValueError, match="scope"):
+        store.reset("t", "tenant", "docs")
