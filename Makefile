@@ -9,6 +9,8 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
+# Ray on loopback: a single-node local Ray (ragtune/local.py, docs/security.md#local-ports)
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
 .PHONY: help setup system-deps run test test-unit test-integration protos lint lock clean dashboards
 
@@ -74,13 +76,19 @@ lock: setup  ## refresh requirements.lock from .venv
 clean:  ## remove the virtual environments
 	rm -rf $(VENV) $(HELM_VENV) .pytest_cache
 
-.PHONY: load bench-embed bench-rerank bench-generation bench-router bench-retrieval bench-ingress bench-ingest bench-vllm fuzz
+.PHONY: load chaos bench-embed bench-rerank bench-generation bench-router bench-retrieval bench-ingress bench-ingest bench-vllm fuzz
 # A short sweep against the `make run` stack (start it first, in another terminal), then the
 # same levels in one process without gRPC or Serve, then the report with the overhead ratios:
 # results/load/platform/report.md (docs/load-testing.md). LOAD_ARGS adds ragtune-load options.
 LOAD_WORKLOAD ?= load_tests/workloads/smoke.yaml
 load: setup  ## load-test the running local stack: sweep, baseline, report (results/load/)
 	$(BIN)/ragtune-load compare $(LOAD_WORKLOAD) --out results/load --data-dir $(DATA) $(LOAD_ARGS)
+
+# SIGKILL one replica of each service of the `make run` stack (start it first, in another
+# terminal, on this machine) under steady traffic: failures by code, recovery time, lost
+# writes (docs/security.md#chaos-under-load). CHAOS_ARGS adds ragtune-load chaos options.
+chaos: setup  ## kill a replica of each service of the running local stack under load (results/chaos/)
+	$(BIN)/ragtune-load chaos --out results/chaos --key-file $(DATA)/dev-api-key $(CHAOS_ARGS)
 
 # Property tests of every public RPC with messages drawn from the protos' descriptors (the
 # small sample runs in `make test`): FUZZ_EXAMPLES per RPC, codes seen in results/fuzz/.

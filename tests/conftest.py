@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from pathlib import Path
 
 import pytest
 
+from ragtune.local import use_process_env
 from ragtune.resources import DEMO_CORPUS
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The local stack's environment (ragtune.local), before any test module imports ray.
+use_process_env(local_ray=True)
 
 REPO = Path(__file__).resolve().parents[1]
 

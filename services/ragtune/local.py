@@ -47,8 +47,17 @@ HAPROXY_FILES = {
 # thread pools under Ray's workers. Set by the entry points: the CLI for its own process, and
 # Ray's runtime_env here for every replica.
 PROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-# A local single-user Ray: no token auth, no usage reporting (the machine may be offline).
-LOCAL_RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+# A local single-user Ray: no token auth, no usage reporting (the machine may be offline),
+# and a single-node Ray on loopback: with clusters off (Ray's switch for macOS and Windows),
+# Ray's node address is 127.0.0.1, so its metrics port, agents, raylet, GCS and workers bind
+# loopback only. Ray reads it when `ray` is imported (the driver decides the node address at
+# ray.init), so entry points set it before anything imports ray; what still listens on every
+# interface: docs/security.md#local-ports.
+LOCAL_RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
 
 
 def use_process_env(*, local_ray: bool = False) -> None:

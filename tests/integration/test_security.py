@@ -163,3 +163,22 @@ def test_a_thousand_cross_tenant_attempts_leak_nothing(platform, demo):
                             sampling=common_pb2.SamplingParams(max_tokens=2))  # fmt: skip
     assert after["demo"] == before["demo"]  # nothing planted in or deleted from acme's
     assert {c.doc_id for c in again.citations} == acme_docs
+
+
+def test_the_local_stack_listens_on_loopback(platform):
+    """The ports a local stack opens for clients and operators (gRPC, HTTP, Ray's metrics)
+    bind 127.0.0.1 only; what Ray still binds on every interface is listed in
+    docs/security.md#local-ports."""
+    import psutil
+
+    ports = {
+        "grpc": int(platform.target.rsplit(":", 1)[1]),
+        "http": int(platform.openai_url.split(":")[2].split("/")[0]),
+        "metrics": int(platform.metrics_url.split(":")[2].split("/")[0]),
+    }
+    listening: dict[int, set[str]] = {}
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN:
+            listening.setdefault(conn.laddr.port, set()).add(conn.laddr.ip)
+    for name, port in ports.items():
+        assert listening.get(port) == {"127.0.0.1"}, (name, port, listening.get(port))

@@ -29,6 +29,12 @@ class Caller(Protocol):
 
     async def ingest(self, request: Any, key: str, timeout_s: float) -> Any: ...
 
+    async def get_collection(self, request: Any, key: str, timeout_s: float) -> Any: ...
+
+    async def list_collections(self, request: Any, key: str, timeout_s: float) -> Any: ...
+
+    async def delete_collection(self, request: Any, key: str, timeout_s: float) -> Any: ...
+
     async def load_adapter(self, request: Any, key: str, timeout_s: float) -> Any: ...
 
     async def unload_adapter(self, request: Any, key: str, timeout_s: float) -> Any: ...
@@ -57,6 +63,15 @@ class _Methods:
     async def ingest(self, request: Any, key: str, timeout_s: float) -> Any:
         return await self._unary(self.target.Ingest, request, key, timeout_s)
 
+    async def get_collection(self, request: Any, key: str, timeout_s: float) -> Any:
+        return await self._unary(self.target.GetCollection, request, key, timeout_s)
+
+    async def list_collections(self, request: Any, key: str, timeout_s: float) -> Any:
+        return await self._unary(self.target.ListCollections, request, key, timeout_s)
+
+    async def delete_collection(self, request: Any, key: str, timeout_s: float) -> Any:
+        return await self._unary(self.target.DeleteCollection, request, key, timeout_s)
+
     async def load_adapter(self, request: Any, key: str, timeout_s: float) -> Any:
         return await self._unary(self.target.LoadAdapter, request, key, timeout_s)
 
@@ -65,11 +80,22 @@ class _Methods:
 
 
 class GrpcCaller(_Methods):
-    """One ``grpc.aio`` channel to the gateway (HTTP/2 multiplexes every in-flight call)."""
+    """One ``grpc.aio`` channel to the gateway (HTTP/2 multiplexes every in-flight call).
 
-    def __init__(self, target: str, *, application: str = "gateway", tls: bool = False) -> None:
+    ``retries``: the documented client's gRPC service config (``ragtune.client``), so the
+    idempotent RPCs are retried on UNAVAILABLE as that client retries them (the chaos run
+    measures what such a client sees); off for load runs, which report every failure."""
+
+    def __init__(
+        self, target: str, *, application: str = "gateway", tls: bool = False,
+        retries: bool = False,
+    ) -> None:  # fmt: skip
         # Many concurrent streams on one connection: lift gRPC's default cap of 100.
-        options = [("grpc.max_concurrent_streams", 10_000)]
+        options: list[tuple[str, Any]] = [("grpc.max_concurrent_streams", 10_000)]
+        if retries:
+            from ragtune.client import retry_options
+
+            options += retry_options()
         self.channel = (
             grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
             if tls

@@ -3,6 +3,7 @@
 ragtune-load run load_tests/workloads/smoke.yaml --out results/load/platform
 ragtune-load run load_tests/workloads/smoke.yaml --baseline --out results/load/baseline
 ragtune-load report results/load/platform --baseline results/load/baseline
+ragtune-load chaos --out results/chaos
 """
 
 from __future__ import annotations
@@ -135,6 +136,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    """Kill a replica of each service under load (docs/security.md#chaos-under-load)."""
+    import json
+
+    import ray
+
+    from ragtune.loadtest.chaos import ChaosSettings, passed, run_chaos, table
+
+    key = args.api_key or Path(args.key_file).read_text().strip()
+    settings = ChaosSettings(
+        services=args.services.split(","),
+        users=args.users,
+        warmup_s=args.warmup,
+        settle_s=args.settle,
+        ingest_interval_s=args.ingest_interval,
+    )
+    # The replicas' processes come from the Ray cluster of the stack (`make run`'s by default).
+    ray.init(address=args.ray_address, namespace="serve", log_to_driver=False)
+    try:
+        result = asyncio.run(run_chaos(args.target, key, settings))
+    except CallError as exc:
+        print(f"ragtune-load: {exc} at {args.target}: is the platform running there? "
+              "(`make run` starts it locally)", file=sys.stderr)  # fmt: skip
+        return 1
+    finally:
+        ray.shutdown()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "chaos.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    problems = passed(result, recovery_limit_s=args.recovery_limit)
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    s = result["summary"]
+    print(f"results: {args.out / 'chaos.json'}")
+    print(f"chaos idempotent failures: {s['idempotent_failures']}, lost writes: "
+          f"{s['lost_writes']} of {s['writes_acknowledged']}")  # fmt: skip
+    print(f"chaos max recovery s: {s['max_recovery_s'] or 0:.2f}")
+    return 1 if problems else 0
+
+
 def run_options(p: argparse.ArgumentParser, *, baseline: bool) -> None:
     p.add_argument("workload", type=Path, help="workload YAML (load_tests/workloads/)")
     p.add_argument("--out", type=Path, required=True, help="results folder to write")
@@ -178,6 +219,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run_options(p, baseline=False)
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser(
+        "chaos",
+        help="SIGKILL a replica of each service under steady traffic; failures, recovery, "
+        "lost writes (OUT/chaos.json)",
+        description="Chaos under load (docs/security.md#chaos-under-load). While closed-loop "
+        "RAG Answers, GetCollection/ListCollections reads and one Ingest per interval run "
+        "through the gateway's public port (idempotent RPCs with the documented client's retry "
+        "policy), SIGKILL one replica of each service in turn (embedding, retrieval, rerank, "
+        "generation, gateway), each after the previous one recovered. Reports per service the "
+        "failures by gRPC code (idempotent RPCs apart from Answer), the recovery time (kill -> "
+        "Serve runs a new replica and an Answer sent after the kill succeeded), and how many "
+        "acknowledged documents a RAG answer filtered to each one still cites. Joins the "
+        "stack's Ray cluster to find the replicas' processes: run it on the stack's machine. "
+        "Exits 1 when an idempotent call failed, a recovery took longer than "
+        "--recovery-limit, or an acknowledged write was lost.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for chaos.json")
+    p.add_argument("--target", default="localhost:9000", help="the gateway's host:port")
+    p.add_argument("--api-key", help="the tenant key to send with (default: --key-file's)")
+    p.add_argument("--key-file", default="data/dev-api-key", help="a file holding the key")
+    p.add_argument(
+        "--ray-address", default="auto",
+        help="the stack's Ray cluster (default: the one running on this machine)",
+    )  # fmt: skip
+    p.add_argument(
+        "--services", default="embedding,retrieval,rerank,generation,gateway",
+        help="services to kill a replica of, in order",
+    )  # fmt: skip
+    p.add_argument("--users", type=int, default=2, help="closed-loop Answer users")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds before the first kill")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds after each recovery")
+    p.add_argument("--ingest-interval", type=float, default=1.0, help="seconds between Ingests")
+    p.add_argument(
+        "--recovery-limit", type=float, default=30.0, help="slowest acceptable recovery, s"
+    )
+    p.set_defaults(func=cmd_chaos)
     p = sub.add_parser("report", help="write report.md and plots for a results folder")
     p.add_argument("results", type=Path, help="a results folder of `run`")
     p.add_argument("--baseline", type=Path, help="a baseline results folder: overhead ratios")
