@@ -34,7 +34,7 @@ decisions = sa.Table(
     sa.Column("tenant", sa.String(64), nullable=False),
     sa.Column("path", sa.String(8), nullable=False),
     sa.Column("collection", sa.String(64), nullable=False),  # probed; "" when no probe decided
-    sa.Column("retrieved_by_probe", sa.Boolean, nullable=False),
+    sa.Column("probe_decided", sa.Boolean, nullable=False),  # whether to retrieve
     sa.Column("cue_adapter", sa.String(128), nullable=False),  # chosen by similarity, or ""
 )
 
@@ -73,7 +73,7 @@ class Decision:
     tenant: str
     path: str  # "RAG", "TUNED", "HYBRID"
     collection: str
-    retrieved_by_probe: bool  # the probe decided whether to retrieve (not a rule or request)
+    probe_decided: bool  # the probe decided whether to retrieve (not a rule or the request)
     cue_adapter: str
 
 
@@ -103,26 +103,18 @@ def planned(
     bad = rating <= config.low_rating
     if not (preferred or bad):
         return []
+    signal = f"the client preferred {preferred}" if preferred else f"rated {rating}"
+    step = config.step if preferred else config.step / 2
     moves = []
-    if decision.collection and decision.retrieved_by_probe is not None:
+    if decision.collection and decision.probe_decided:
         retrieved = decision.path in ("RAG", "HYBRID")
-        wanted_retrieval = preferred in ("RAG", "HYBRID") if preferred else not retrieved
-        if decision.retrieved_by_probe and retrieved != wanted_retrieval:
-            step = config.step if preferred else config.step / 2
-            if retrieved:
-                moves.append(("collection", decision.collection, step,
-                              f"retrieved, but {'the client preferred ' + preferred if preferred else f'rated {rating}'}"))  # fmt: skip
-            else:
-                moves.append(("collection", decision.collection, -step,
-                              f"did not retrieve, but {'the client preferred ' + preferred if preferred else f'rated {rating}'}"))  # fmt: skip
-    if decision.cue_adapter:
-        unwanted = preferred == "RAG" if preferred else bad
-        if unwanted:
-            step = config.step if preferred else config.step / 2
-            why = "the client preferred RAG" if preferred else f"rated {rating}"
-            moves.append(
-                ("adapter", decision.cue_adapter, step, f"chosen by similarity, but {why}")
-            )
+        wanted = preferred in ("RAG", "HYBRID") if preferred else not retrieved
+        if retrieved != wanted:
+            verb = "retrieved" if retrieved else "did not retrieve"
+            delta = step if retrieved else -step
+            moves.append(("collection", decision.collection, delta, f"{verb}, but {signal}"))
+    if decision.cue_adapter and (preferred == "RAG" if preferred else bad):
+        moves.append(("adapter", decision.cue_adapter, step, f"chosen by similarity, but {signal}"))
     return moves
 
 
