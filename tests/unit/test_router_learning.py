@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
+import zlib
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from ragtune.gateway.calibration import CalibrationStore, fit, pseudo_query, shipped_negatives
+from ragtune.gateway.calibration import (
+    CalibrationStore,
+    Calibrator,
+    fit,
+    pseudo_query,
+    shipped_negatives,
+)
 from ragtune.gateway.config import CalibrationConfig, FeedbackConfig, RouterConfig
 from ragtune.gateway.cues import CueIndex, content_vector, question_parts
 from ragtune.gateway.feedback import Decision, RouterFeedback, planned
 from ragtune.gateway.policy import DefaultPolicy
 from ragtune.gateway.routing import AdapterCard, CueMatch, Evidence, Need, RouteRequest
+from ragtune.resources import ROUTING_DIR, ROUTING_PYREF_DIR
 from ragtune.v1 import common_pb2
 
 
@@ -74,9 +84,16 @@ def test_the_reservoir_keeps_a_bounded_uniform_sample_and_follows_deletes(tmp_pa
     assert store.samples("t", "c") == [] and store.get("t", "c") is None
 
 
-def test_the_platform_ships_its_negatives():
-    negatives = shipped_negatives()
-    assert len(negatives) >= 100 and all(q.strip() == q and q for q in negatives)
+def test_the_shipped_negatives_are_no_evaluation_question():
+    """Calibration must not see what the routing sets score the router on."""
+    negatives = {q.lower() for q in shipped_negatives()}
+    assert len(negatives) >= 100
+    evaluated = {json.loads(line)["question"].lower() for folder in (ROUTING_DIR, ROUTING_PYREF_DIR)
+                 for line in (folder / "requests.jsonl").read_text().splitlines()}  # fmt: skip
+    evaluated |= {
+        q.lower() for q in (ROUTING_DIR / "off-corpus-questions.txt").read_text().splitlines()
+    }
+    assert not {n for n in negatives if any(n in q for q in evaluated)}
 
 
 # -- semantic cues ---------------------------------------------------------------------------------
@@ -207,3 +224,85 @@ def test_feedback_is_bounded_logged_and_reversible(tmp_path):
     assert len(history) == 4 and history[0].reason == "reset by an operator"
     with pytest.raises(ValueError, match="scope"):
         store.reset("t", "tenant", "docs")
+
+
+# -- the calibrator against fake services ----------------------------------------------------------
+
+
+def bag_of_words(texts: list[str]) -> np.ndarray:
+    """A stand-in embedder: hashed word counts, unit length (shared words -> similar)."""
+    out = np.zeros((len(texts), 256), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for word in text.lower().replace(".", " ").replace("?", " ").split():
+            out[row, zlib.crc32(word.encode()) % 256] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+class Collections:
+    """In-memory collections searched by vector, like the retrieval service's dense search."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[tuple[str, str], list[tuple[str, np.ndarray]]] = {}
+
+    def add(self, tenant: str, name: str, chunks: list[tuple[str, str, str]]) -> None:
+        vectors = bag_of_words([text for _, _, text in chunks])
+        held = self.chunks.setdefault((tenant, name), [])
+        held += [(chunk_id, v) for (chunk_id, _, _), v in zip(chunks, vectors, strict=True)]
+
+    def search_for(self, tenant: str, name: str):
+        async def search(vector, k):
+            held = self.chunks.get((tenant, name), [])
+            scored = sorted(((float(v @ vector), c) for c, v in held), reverse=True)[:k]
+            return [(chunk_id, score) for score, chunk_id in scored]
+
+        return search
+
+
+def robot_chunks(start: int, n: int) -> list[tuple[str, str, str]]:
+    topics = ["battery", "warranty", "gripper", "payload", "firmware", "sensor", "charger"]
+    return [
+        (f"d{i}#0", f"d{i}", f"The Atlas robot arm {topics[i % 7]} model {i} is covered by "
+         f"the robot arm {topics[(i + 1) % 7]} policy for the robot fleet. Robot arm "
+         f"{topics[i % 7]} parts ship from the robot depot.")
+        for i in range(start, start + n)
+    ]  # fmt: skip
+
+
+def test_the_calibrator_fits_after_ingest_and_every_replica_reads_the_fit(tmp_path):
+    config = CalibrationConfig(positives=32, min_chunks=8, regrow=0.5, debounce_s=0)
+    db, data = engine(tmp_path), Collections()
+
+    async def embed(texts):
+        return bag_of_words(texts)
+
+    def replica():
+        return Calibrator(CalibrationStore(db, config), embed, data.search_for)
+
+    async def scenario():
+        first, second = replica(), replica()
+        chunks = robot_chunks(0, 40)
+        data.add("t", "robots", chunks)
+        await first.ingested("t", "robots", chunks)
+        await first.wait()
+        fitted = await second.get("t", "robots")  # another replica, or a restart: the DB's
+        assert fitted is not None and fitted.chunks == 40 and fitted.positives >= 8
+        # The collection's own text sits above its threshold, everyday questions below it.
+        robot = bag_of_words(["Which robot arm battery parts ship from the depot?"])[0]
+        cooking = bag_of_words(["How long should I rest a steak after grilling it?"])[0]
+        best = data.search_for("t", "robots")
+        assert (await best(robot, 1))[0][1] > fitted.threshold > (await best(cooking, 1))[0][1]
+        # Growing by less than `regrow` keeps the fit; by more, it is fitted again.
+        more = robot_chunks(40, 10)
+        data.add("t", "robots", more)
+        await first.ingested("t", "robots", more)
+        await first.wait()
+        assert (await first.get("t", "robots")).chunks == 40
+        more = robot_chunks(50, 20)
+        data.add("t", "robots", more)
+        await first.ingested("t", "robots", more)
+        await first.wait()
+        assert (await first.get("t", "robots")).chunks == 70
+        await first.forget("t", "robots")
+        assert await replica().get("t", "robots") is None
+
+    asyncio.run(scenario())

@@ -26,7 +26,7 @@ from ragtune.common.errors import RagtuneError
 from ragtune.evaluation.retrieval import EvalSettings, _corpus_vectors, _embedder
 from ragtune.gateway.calibration import Calibration, fit, measure, pseudo_query, shipped_negatives
 from ragtune.gateway.config import ChunkingConfig, RouterConfig
-from ragtune.gateway.cues import CueIndex, content_vector, question_parts
+from ragtune.gateway.cues import CueIndex, apply_cues, example_texts, question_parts
 from ragtune.gateway.policy import DefaultPolicy
 from ragtune.gateway.routing import AdapterCard, Evidence, RouteRequest
 from ragtune.v1 import common_pb2
@@ -172,6 +172,8 @@ class Prepared:
     requests: list[RouteRequest]
     evidence: list[Evidence]
     calibration: Calibration | None
+    vectors: list[np.ndarray]  # per request: the question's vector, then its parts'
+    index: CueIndex  # the adapters' example vectors
 
 
 def prepare(items: list[dict], config: RouterConfig, settings: RoutingSettings) -> Prepared:
@@ -179,10 +181,9 @@ def prepare(items: list[dict], config: RouterConfig, settings: RoutingSettings) 
     fitted = collection.calibrate(config, settings.seed) if config.calibration.enabled else None
     policy = DefaultPolicy(config)
     cards = adapter_cards(settings.adapters_dir)
-    texts = [card_text for c in cards.values() for card_text in (*c.examples, *c.counter_examples)]
-    unique = sorted(set(texts))
-    index = CueIndex(list(cards.values()), dict(zip(unique, collection.embed(unique), strict=True)))
-    requests, evidence = [], []
+    texts = example_texts(cards.values())
+    index = CueIndex(list(cards.values()), dict(zip(texts, collection.embed(texts), strict=True)))
+    requests, evidence, embedded = [], [], []
     for item in items:
         request = _request(policy, item, cards, settings.collection)
         use_cues = config.semantic_cues.enabled and bool(index) and not request.need.explicit
@@ -190,13 +191,12 @@ def prepare(items: list[dict], config: RouterConfig, settings: RoutingSettings) 
         vectors = collection.embed([item["question"], *parts])  # one call, as the gateway's
         vector = vectors[0]
         if use_cues:  # as AnswerPipeline._decide: match the cues, search without the cue
-            request = replace(request, cues=index.match(vectors))
-            cue = policy.probe_cue(request)
-            vector = content_vector(vectors, cue.part) if cue else vector
+            request, vector = apply_cues(policy, request, index, vectors)
         scores, _ = collection.search(vector.reshape(1, -1), config.probe.top_k)
         requests.append(request)
         evidence.append(_evidence(scores[0], fitted))
-    return Prepared(requests, evidence, fitted)
+        embedded.append(vectors)
+    return Prepared(requests, evidence, fitted, embedded, index)
 
 
 def decide_all(prepared: Prepared, config: RouterConfig, offset: float = 0.0) -> list[tuple]:

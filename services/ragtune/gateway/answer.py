@@ -24,7 +24,7 @@ from ragtune.common.errors import DeadlineExceeded, NotFound, outcome, unwrap
 from ragtune.common.telemetry import annotate, tracer
 from ragtune.gateway.calibration import Calibrator
 from ragtune.gateway.config import STRUCTURED_FORMATS, GatewayConfig
-from ragtune.gateway.cues import CueIndex, content_vector, question_parts
+from ragtune.gateway.cues import CueIndex, apply_cues, example_texts, question_parts
 from ragtune.gateway.deadline import Deadline
 from ragtune.gateway.feedback import Decision, RouterFeedback
 from ragtune.gateway.ledger import Entry, Ledger
@@ -118,6 +118,10 @@ class FirstStage:
         return Evidence(True, scores[0], margin, len(scores), self.ms)
 
 
+def _vectors(reply: embedding_pb2.EmbedResponse) -> np.ndarray:
+    return np.asarray([v.values for v in reply.vectors], dtype=np.float32)
+
+
 class AdapterCatalog:
     """The generation service's adapter listing, reused for ``ttl_s``."""
 
@@ -170,23 +174,24 @@ class AnswerPipeline:
         self.metrics = GatewayMetrics()
         self.calibrator: Calibrator | None = None  # set by the gateway service
         self.feedback: RouterFeedback | None = None
-        self._cue_index: tuple[tuple[AdapterCard, ...], CueIndex] | None = None
+        self._cue_index: tuple[dict[str, AdapterCard], CueIndex] | None = None
 
     async def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Query vectors of ``texts`` (unit length), in one embedding call."""
         reply = await self.embedding.embed(
             embedding_pb2.EmbedRequest(texts=texts, input_type=embedding_pb2.INPUT_TYPE_QUERY)
         )
-        return np.asarray([v.values for v in reply.vectors], dtype=np.float32)
+        return _vectors(reply)
 
     async def cue_index(self, cards: dict[str, AdapterCard]) -> CueIndex:
-        """The adapters' example vectors, embedded again only when the listing changes."""
-        key = tuple(cards[name] for name in sorted(cards))
-        if self._cue_index is None or self._cue_index[0] != key:
-            texts = sorted({t for c in key for t in (*c.examples, *c.counter_examples)})
+        """The adapters' example vectors, embedded again only when the listing changes (the
+        catalog hands out the same dict until it reads the listing again)."""
+        held = self._cue_index
+        if held is None or (held[0] is not cards and held[0] != cards):
+            texts = example_texts(cards.values())
             vectors = dict(zip(texts, await self.embed_texts(texts), strict=True)) if texts else {}
-            self._cue_index = (key, CueIndex(key, vectors))
-        return self._cue_index[1]
+            held = self._cue_index = (cards, CueIndex(list(cards.values()), vectors))
+        return held[1]
 
     def _wants_cues(self, route_request: RouteRequest) -> bool:
         return (
@@ -220,7 +225,7 @@ class AnswerPipeline:
                     input_type=embedding_pb2.INPUT_TYPE_QUERY,
                 ),
             )
-        vectors = np.asarray([v.values for v in query.vectors], dtype=np.float32)
+        vectors = _vectors(query)
         work.usage.embedding_tokens = sum(query.token_counts)
         work.add("embed", query.busy_ms, work.usage.embedding_tokens)
         search = retrieval_pb2.SearchRequest(
@@ -330,10 +335,10 @@ class AnswerPipeline:
             nonlocal route_request
             if index is None:
                 return vectors[0]
-            route_request = replace(route_request, cues=index.match(vectors, adapter_offsets))
-            probe_cue = getattr(self.policy, "probe_cue", None)
-            cue = probe_cue(route_request) if probe_cue else None
-            return content_vector(vectors, cue.part) if cue else vectors[0]
+            route_request, vector = apply_cues(
+                self.policy, route_request, index, vectors, adapter_offsets
+            )
+            return vector
 
         if self.policy.wants_evidence(route_request):
             depth = max(top_k, self.config.rerank_candidates if self.rerank else 0, probe_k)
@@ -520,6 +525,12 @@ class AnswerPipeline:
         await self._account(done, principal.tenant, timings.elapsed_ms(), probed)
         yield gateway_pb2.AnswerEvent(done=done)
 
+    def _record(self, entry: Entry, decision: Decision | None) -> None:
+        """The ledger row and what feedback on it may adjust (one trip to a worker thread)."""
+        self.ledger.record(entry)
+        if decision is not None and self.feedback is not None:
+            self.feedback.remember(decision)
+
     async def _account(
         self, done: gateway_pb2.AnswerResponse, tenant: str, ms: float, probed: str = ""
     ) -> None:
@@ -543,8 +554,9 @@ class AnswerPipeline:
             finish_reason=done.finish_reason,
             created=dt.datetime.now(dt.UTC),
         )
-        await asyncio.to_thread(self.ledger.record, entry)
-        if self.feedback is not None and (probed or "similar_request" in route.reasons):
+        decision = None
+        learns = self.feedback is not None and self.config.router.feedback.enabled
+        if learns and (probed or "similar_request" in route.reasons):
             decision = Decision(
                 done.request_id,
                 tenant,
@@ -553,7 +565,7 @@ class AnswerPipeline:
                 bool({"corpus_can_answer", "corpus_cannot_answer"} & set(route.reasons)),
                 route.adapter if "similar_request" in route.reasons else "",
             )
-            await asyncio.to_thread(self.feedback.remember, decision)
+        await asyncio.to_thread(self._record, entry, decision)
         self.policy.observe(path, ms, cost.total_micro_usd)
         self.metrics.answered(done, path, ms)
         annotate(

@@ -35,7 +35,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 
 import numpy as np
@@ -53,16 +53,18 @@ fits = sa.Table(
     metadata_obj,
     sa.Column("tenant", sa.String(64), primary_key=True),
     sa.Column("collection", sa.String(64), primary_key=True),
-    sa.Column("chunks_seen", sa.BigInteger, nullable=False),  # ingested ever (the reservoir's n)
-    sa.Column("chunks_at_fit", sa.BigInteger, nullable=False),  # 0: never fitted
-    sa.Column("threshold", sa.Float, nullable=False),
-    sa.Column("slope", sa.Float, nullable=False),
-    sa.Column("positives", sa.Integer, nullable=False),
-    sa.Column("negatives", sa.Integer, nullable=False),
-    sa.Column("positive_median", sa.Float, nullable=False),
-    sa.Column("negative_p90", sa.Float, nullable=False),
-    sa.Column("fitted_unix_ms", sa.BigInteger, nullable=False),
-    sa.Column("cost_ms", sa.Float, nullable=False),
+    sa.Column(
+        "chunks_seen", sa.BigInteger, nullable=False, default=0
+    ),  # ingested ever (the reservoir's n)
+    sa.Column("chunks_at_fit", sa.BigInteger, nullable=False, default=0),  # 0: never fitted
+    sa.Column("threshold", sa.Float, nullable=False, default=0),
+    sa.Column("slope", sa.Float, nullable=False, default=0),
+    sa.Column("positives", sa.Integer, nullable=False, default=0),
+    sa.Column("negatives", sa.Integer, nullable=False, default=0),
+    sa.Column("positive_median", sa.Float, nullable=False, default=0),
+    sa.Column("negative_p90", sa.Float, nullable=False, default=0),
+    sa.Column("fitted_unix_ms", sa.BigInteger, nullable=False, default=0),
+    sa.Column("cost_ms", sa.Float, nullable=False, default=0),
 )
 
 samples = sa.Table(
@@ -113,8 +115,13 @@ class Calibration:
     def probability(self, top_score: float, offset: float = 0.0) -> float:
         """Calibrated probability that the collection can answer a question whose best score
         is ``top_score``; ``offset`` (from feedback) shifts the threshold."""
-        z = self.slope * (top_score - self.threshold - offset)
-        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+        return probability(top_score, self.threshold + offset, self.slope)
+
+
+def probability(top_score: float, threshold: float, slope: float) -> float:
+    """The logistic the fit produces: 0.5 at ``threshold``, steeper with ``slope``."""
+    z = slope * (top_score - threshold)
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
 def fit(
@@ -153,9 +160,8 @@ def _now_ms() -> int:
 class CalibrationStore:
     """The fits and pseudo-query samples, in the gateway's database (beside the ledger)."""
 
-    def __init__(self, engine: Engine, config: CalibrationConfig, seed: int | None = None) -> None:
+    def __init__(self, engine: Engine, config: CalibrationConfig, seed: int = 0) -> None:
         self.engine, self.config, self.seed = engine, config, seed
-        self.rng = random.Random(seed)
         metadata_obj.create_all(engine)
 
     def _key(self, table: sa.Table, tenant: str, collection: str) -> sa.ColumnElement[bool]:
@@ -171,31 +177,12 @@ class CalibrationStore:
             row = conn.execute(
                 sa.select(fits.c.chunks_seen).where(self._key(fits, tenant, collection))
             ).one_or_none()
-            if row is None:
-                conn.execute(
-                    fits.insert().values(
-                        tenant=tenant,
-                        collection=collection,
-                        chunks_seen=0,
-                        chunks_at_fit=0,
-                        threshold=0.0,
-                        slope=0.0,
-                        positives=0,
-                        negatives=0,
-                        positive_median=0.0,
-                        negative_p90=0.0,
-                        fitted_unix_ms=0,
-                        cost_ms=0.0,
-                    )  # fmt: skip
-                )
+            if row is None:  # every figure starts at 0: not fitted yet
+                conn.execute(fits.insert().values(tenant=tenant, collection=collection))
             seen = int(row.chunks_seen) if row is not None else 0
             # Seeded by the collection and its size: the same ingests give the same sample
             # (and so the same fit) on every replica and every run.
-            rng = (
-                self.rng
-                if self.seed is not None
-                else random.Random(f"{tenant}/{collection}/{seen}")
-            )
+            rng = random.Random(f"{self.seed}/{tenant}/{collection}/{seen}")
             for chunk_id, doc_id, text in chunks:
                 seen += 1
                 slot = seen - 1 if seen <= size else rng.randrange(seen)
@@ -238,19 +225,22 @@ class CalibrationStore:
         with self.engine.connect() as conn:
             return [(r.chunk_id, r.query) for r in conn.execute(query)]
 
-    def needs_fit(self, tenant: str, collection: str) -> bool:
-        """Whether the collection has grown enough since its last fit (or was never fitted)."""
+    def sizes(self, tenant: str, collection: str) -> tuple[int, int]:
+        """(chunks ingested so far, chunks when last fitted; 0: never)."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(fits.c.chunks_seen, fits.c.chunks_at_fit).where(
                     self._key(fits, tenant, collection)
                 )
             ).one_or_none()
-        if row is None or row.chunks_seen < self.config.min_chunks:
+        return (int(row.chunks_seen), int(row.chunks_at_fit)) if row is not None else (0, 0)
+
+    def needs_fit(self, tenant: str, collection: str) -> bool:
+        """Whether the collection has grown enough since its last fit (or was never fitted)."""
+        seen, at_fit = self.sizes(tenant, collection)
+        if seen < self.config.min_chunks:
             return False
-        return row.chunks_at_fit == 0 or row.chunks_seen >= row.chunks_at_fit * (
-            1 + self.config.regrow
-        )
+        return at_fit == 0 or seen >= at_fit * (1 + self.config.regrow)
 
     def save(self, tenant: str, collection: str, fitted: Calibration) -> None:
         values = dict(
@@ -338,7 +328,7 @@ class Calibrator:
         """Fit the collection now (``None`` when it has too few usable samples)."""
         started = time.perf_counter()
         queries = await asyncio.to_thread(self.store.samples, tenant, collection)
-        chunks = await asyncio.to_thread(self._chunks_seen, tenant, collection)
+        chunks, _ = await asyncio.to_thread(self.store.sizes, tenant, collection)
         if len(queries) < self.config.min_chunks:
             return None
         positive, negative = await measure(
@@ -348,10 +338,8 @@ class Calibrator:
         if len(positive) < self.config.min_chunks or not negative:
             return None
         fitted = fit(positive, negative, self.config)
-        fitted = Calibration(
-            **{**fitted.__dict__, "chunks": chunks, "fitted_unix_ms": _now_ms(),
-               "cost_ms": round((time.perf_counter() - started) * 1000, 1)}
-        )  # fmt: skip
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        fitted = replace(fitted, chunks=chunks, fitted_unix_ms=_now_ms(), cost_ms=elapsed_ms)
         await asyncio.to_thread(self.store.save, tenant, collection, fitted)
         self._cache[(tenant, collection)] = (time.monotonic(), fitted)
         log.info(
@@ -360,15 +348,6 @@ class Calibrator:
             fitted.cost_ms,
         )  # fmt: skip
         return fitted
-
-    def _chunks_seen(self, tenant: str, collection: str) -> int:
-        with self.store.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(fits.c.chunks_seen).where(
-                    (fits.c.tenant == tenant) & (fits.c.collection == collection)
-                )
-            ).one_or_none()
-        return int(row.chunks_seen) if row is not None else 0
 
     async def ingested(
         self, tenant: str, collection: str, chunks: Sequence[tuple[str, str, str]]

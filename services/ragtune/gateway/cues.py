@@ -14,11 +14,13 @@ keep a look-alike from selecting the adapter.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from ragtune.gateway.routing import AdapterCard, CueMatch
+from ragtune.gateway.routing import AdapterCard, CueMatch, RouteRequest
 
 # Sentence ends, clause punctuation and dashes; parentheses set a part apart too.
 PART_BREAK = re.compile(r"(?<=[.!?;:])\s+|,\s+|\s+[-\u2013\u2014]+\s+|[()\[\]\n]+")
@@ -113,3 +115,25 @@ class CueIndex:
                 )
             )
         return tuple(sorted(found, key=lambda m: -m.similarity))
+
+
+def example_texts(cards: Iterable[AdapterCard]) -> list[str]:
+    """Every example and counter-example of ``cards``, once each: what ``CueIndex`` needs
+    embedded."""
+    return sorted({t for card in cards for t in (*card.examples, *card.counter_examples)})
+
+
+def apply_cues(
+    policy: Any,
+    request: RouteRequest,
+    index: CueIndex,
+    vectors: np.ndarray,
+    offsets: dict[str, float] | None = None,
+) -> tuple[RouteRequest, np.ndarray]:
+    """``request`` with its cues matched from ``vectors`` (the question's, then its parts'),
+    and the vector the probe searches: the question without the instruction the policy will
+    follow (its ``probe_cue``), so the gateway, the evaluation and the benchmark agree."""
+    request = replace(request, cues=index.match(vectors, offsets))
+    probe_cue = getattr(policy, "probe_cue", None)
+    cue = probe_cue(request) if probe_cue is not None else None
+    return request, content_vector(vectors, cue.part) if cue is not None else vectors[0]

@@ -11,10 +11,10 @@
 
 from __future__ import annotations
 
-import math
 import re
 
 from ragtune.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from ragtune.gateway.calibration import probability
 from ragtune.gateway.config import RouterConfig
 from ragtune.gateway.pathstats import PathEstimate, PathStats
 from ragtune.gateway.routing import (
@@ -98,11 +98,9 @@ class DefaultPolicy:
         """Calibrated probability that the collection can answer (logistic in the score)."""
         if evidence.hits == 0:
             return 0.0
-        slope = evidence.slope if evidence.threshold is not None else None
-        z = (slope or self.config.calibration.default_slope) * (
-            evidence.top_score - self.threshold(evidence)
-        )
-        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+        fitted = evidence.threshold is not None and evidence.slope
+        slope = evidence.slope if fitted else self.config.calibration.default_slope
+        return probability(evidence.top_score, self.threshold(evidence), slope)
 
     def confident(self, evidence: Evidence) -> bool:
         return (
@@ -119,22 +117,6 @@ class DefaultPolicy:
         """Similarity an adapter's examples need, moved by feedback on the adapter."""
         return self.config.semantic_cues.min_similarity + cue.offset
 
-    def _similar(
-        self, request: RouteRequest, reasons: list[str], why: list[str]
-    ) -> tuple[AdapterCard | None, common_pb2.CueMatch | None]:
-        """The adapter the question reads like (noted in ``reasons``/``why``), and the closest
-        cue for the decision either way."""
-        card, cue = self._by_cue(request)
-        if cue is None:
-            return None, None
-        if card is not None:
-            reasons.append("similar_request")
-            why.append(
-                f"the question reads like an example request of {card.name!r}, "
-                f"{cue.example!r} (similarity {cue.similarity:.2f})"
-            )
-        return card, cue.to_pb(self.cue_threshold(cue))
-
     def _by_cue(self, request: RouteRequest) -> tuple[AdapterCard | None, CueMatch | None]:
         """The usable adapter the question reads like, if any passes its threshold; and the
         closest usable match either way (reported in the decision)."""
@@ -150,18 +132,57 @@ class DefaultPolicy:
                 return request.registered[cue.adapter], cue
         return None, closest
 
+    def _behaviour(
+        self, request: RouteRequest
+    ) -> tuple[AdapterCard | None, CueMatch | None, list[str], list[str]]:
+        """The adapter a behaviour asked for selects when none is named: by the request's
+        fields or a phrase first (the fast path), else by the question's similarity to the
+        adapters' example requests. Returns (adapter, cue, reason codes, explanations); the
+        cue is the chosen adapter's, or the closest one when none was chosen."""
+        need = request.need
+        if need:
+            matches = [c for c in request.usable if need.met_by(c)]
+            if matches:
+                card = matches[0]
+                cue = next((c for c in request.cues if c.adapter == card.name), None)
+                return (
+                    card,
+                    cue,
+                    need.reasons(),
+                    [f"{need.describe()} was asked for, which {card.name!r} gives"],
+                )
+            if need.explicit:
+                raise FailedPrecondition(
+                    f"no adapter this tenant may use declares {need.describe()}"
+                )
+        found, cue = self._by_cue(request)
+        if found is not None and cue is not None:
+            return (
+                found,
+                cue,
+                ["similar_request"],
+                [
+                    f"the question reads like an example request of {found.name!r}, "
+                    f"{cue.example!r} (similarity {cue.similarity:.2f})"
+                ],
+            )
+        if need:
+            return (
+                None,
+                cue,
+                ["no_matching_adapter"],
+                [f"no usable adapter gives {need.describe()}"],
+            )
+        return None, cue, [], []
+
     def probe_cue(self, request: RouteRequest) -> CueMatch | None:
-        """The cue of the adapter an AUTO decision of ``request`` will pick for a behaviour
-        asked in the question, if any: the probe then searches the question without that
+        """The cue of the adapter an AUTO decision of ``request`` picks for a behaviour asked
+        in the question, if any: the probe then searches the question without that
         instruction (``cues.content_vector``)."""
         if request.path != common_pb2.PATH_AUTO or request.adapter or request.need.explicit:
             return None
-        if request.need:
-            matches = [c.name for c in request.usable if request.need.met_by(c)]
-            if matches:
-                return next((c for c in request.cues if c.adapter == matches[0]), None)
-        card, cue = self._by_cue(request) if request.cues else (None, None)
-        return cue if card is not None else None
+        card, cue, _, _ = self._behaviour(request)
+        return cue if card is not None and cue is not None and cue.adapter == card.name else None
 
     # -- deciding --------------------------------------------------------------------------------
 
@@ -208,28 +229,11 @@ class DefaultPolicy:
             card = self._card(request, request.adapter)
             reasons.append("adapter_named")
             why.append(f"adapter {card.name!r} was named")
-        elif request.need:  # the request's fields, or a phrase cue (the fast path)
-            matches = [c for c in request.usable if request.need.met_by(c)]
-            if matches:
-                card = matches[0]
-                reasons += request.need.reasons()
-                why.append(f"{request.need.describe()} was asked for, which {card.name!r} gives")
-            elif request.need.explicit:
-                raise FailedPrecondition(
-                    f"no adapter this tenant may use declares {request.need.describe()}"
-                )
-            else:
-                card, cue_pb = self._similar(request, reasons, why)
-                if card is None:
-                    reasons.append("no_matching_adapter")
-                    why.append(f"no usable adapter gives {request.need.describe()}")
-        elif request.cues:  # no phrase: the adapters' example requests
-            card, cue_pb = self._similar(request, reasons, why)
-        if card is not None and cue_pb is None and request.cues:
-            cue_pb = next(
-                (c.to_pb(self.cue_threshold(c)) for c in request.cues if c.adapter == card.name),
-                None,
-            )
+        elif request.need or request.cues:
+            card, cue, codes, texts = self._behaviour(request)
+            reasons += codes
+            why += texts
+            cue_pb = cue.to_pb(self.cue_threshold(cue)) if cue is not None else None
 
         must = [
             (request.require_citations, "citations_required", "citations are required"),

@@ -33,9 +33,9 @@ from typing import Any
 from ragtune.client import RETRIED_RPCS
 from ragtune.common.services import EMBEDDING, GATEWAY, GENERATION, RERANK, RETRIEVAL
 from ragtune.loadtest.callers import CallError, GrpcCaller
-from ragtune.loadtest.runner import Runner
+from ragtune.loadtest.runner import Runner, lookup_request
 from ragtune.loadtest.workload import Workload
-from ragtune.v1 import common_pb2, gateway_pb2
+from ragtune.v1 import gateway_pb2
 
 # In the order killed: the leaves first, the gateway (what every call passes through) last.
 SERVICES = {spec.name: spec for spec in (EMBEDDING, RETRIEVAL, RERANK, GENERATION, GATEWAY)}
@@ -256,14 +256,7 @@ class Chaos:
         slots = asyncio.Semaphore(4)
 
         async def look(doc_id: str) -> None:
-            request = gateway_pb2.AnswerRequest(
-                question=f"Chaos note {doc_id}",
-                path=common_pb2.PATH_RAG,
-                collection=self.collection,
-                filter={"chaos_doc": doc_id},
-                top_k=1,
-                sampling=common_pb2.SamplingParams(max_tokens=1),
-            )
+            request = lookup_request(f"Chaos note {doc_id}", self.collection, "chaos_doc", doc_id)
             async with slots:
                 for _ in range(3):  # a lookup that fails is asked again: it is not a write
                     try:

@@ -140,6 +140,11 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     """Kill a replica of each service under load (docs/security.md#chaos-under-load)."""
     import json
 
+    from ragtune.local import use_process_env
+
+    # It joins the local stack's Ray, which runs single-node on loopback: Ray reads that
+    # switch when it is imported, so it is set first (`make chaos` exports it too).
+    use_process_env(local_ray=True)
     import ray
 
     from ragtune.loadtest.chaos import ChaosSettings, passed, run_chaos, table

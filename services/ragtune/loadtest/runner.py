@@ -27,6 +27,21 @@ from ragtune.loadtest.workload import Route, Sampler, Workload
 from ragtune.v1 import common_pb2, gateway_pb2, generation_pb2
 
 
+def lookup_request(
+    question: str, collection: str, key: str, value: str
+) -> gateway_pb2.AnswerRequest:
+    """A one-token RAG answer over the chunks whose metadata ``key`` is ``value``: whether a
+    document written by the load test is searchable yet (it is cited when it is)."""
+    return gateway_pb2.AnswerRequest(
+        question=question,
+        path=common_pb2.PATH_RAG,
+        collection=collection,
+        filter={key: value},
+        top_k=1,
+        sampling=common_pb2.SamplingParams(max_tokens=1),
+    )
+
+
 class Cpu:
     """This process's CPU time over a wall-clock span, in cores."""
 
@@ -438,14 +453,7 @@ class Background:
                 return
 
     async def _find(self, spec: Any, key: str, token: str, acked: float) -> float | None:
-        probe = gateway_pb2.AnswerRequest(
-            question=f"Load test note {token}",
-            path=common_pb2.PATH_RAG,
-            collection=spec.collection,
-            filter={"loadtest": token},
-            top_k=1,
-            sampling=common_pb2.SamplingParams(max_tokens=1),
-        )
+        probe = lookup_request(f"Load test note {token}", spec.collection, "loadtest", token)
         w = self.runner.workload
         while (sent := time.perf_counter()) - acked < spec.give_up_s:
             try:
