@@ -140,6 +140,7 @@ def raw_vllm(model: Path, args) -> dict:
     from vllm.sampling_params import RequestOutputKind
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    from ragtune.generation.backends.vllm_engine import one_worker_process_on_cpu
     from ragtune.generation.prompting import build_messages
     from ragtune.tuning.devmodel import DEV_BASE_NAME
 
@@ -155,6 +156,7 @@ def raw_vllm(model: Path, args) -> dict:
             AsyncEngineArgs(
                 model=str(base), dtype="float32", enable_lora=True, max_lora_rank=64,
                 max_loras=4, kv_cache_memory_bytes=DEV_KV_CACHE_BYTES,
+                **one_worker_process_on_cpu({}),  # the process layout ragtune's engine uses
             )
         )  # fmt: skip
 

@@ -60,6 +60,11 @@ def app_entry(
                     if isinstance(spec, ServiceSpec)
                     else {}
                 ),
+                **(
+                    {"health_check_period_s": spec.health_check_period_s}
+                    if isinstance(spec, ServiceSpec)
+                    else {}
+                ),
                 "ray_actor_options": {"num_cpus": spec.num_cpus if num_cpus is None else num_cpus},
                 "logging_config": {"enable_access_log": spec.access_log},
             }

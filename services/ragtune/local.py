@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import signal
 import socket
 import tempfile
@@ -76,11 +77,46 @@ def _own_haproxy_files_and_ports() -> None:
         os.environ.update(
             {name: os.path.join(folder, leaf) for name, leaf in HAPROXY_FILES.items()}
         )
+    if HAPROXY_BINARY_ENV not in os.environ:
+        os.environ[HAPROXY_BINARY_ENV] = _loopback_haproxy()
     for kind, low in (("GRPC", 42_000), ("HTTP", 20_000)):
         first, last = f"{DIRECT_PORTS_ENV}_MIN_{kind}_PORT", f"{DIRECT_PORTS_ENV}_MAX_{kind}_PORT"
         if first not in os.environ:
             start = _free_block(low, low + 10_000, DIRECT_PORTS_BLOCK)
             os.environ[first], os.environ[last] = str(start), str(start + DIRECT_PORTS_BLOCK)
+
+
+# Ray's template for HAProxy's config binds its stats page and Prometheus exporter on every
+# interface (`bind *:<port>`, `bind :<port>`), with no setting for the address; Serve does let
+# the binary be chosen. ragtune's is a wrapper that moves those two binds to 127.0.0.1 in the
+# config Ray wrote, then becomes the real HAProxy (exec: the same pid, for Ray's reloads).
+# The frontends clients use are bound where http_options.host says and are left alone.
+HAPROXY_BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
+_LOOPBACK_WRAPPER = """#!/bin/sh
+# Written by ragtune (ragtune/local.py): HAProxy with its stats and metrics binds on loopback.
+config=""
+previous=""
+for arg in "$@"; do
+    [ "$previous" = "-f" ] && config="$arg"
+    previous="$arg"
+done
+if [ -n "$config" ]; then
+    sed -i -E 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1127.0.0.1:\\2/' "$config"
+fi
+exec {binary} "$@"
+"""
+
+
+def _loopback_haproxy() -> str:
+    """Write the wrapper (above) for the HAProxy Serve would run; return its path."""
+    from ray.serve._private.haproxy import get_haproxy_binary
+
+    folder = tempfile.mkdtemp(prefix="haproxy-bin-", dir="/tmp")
+    path = os.path.join(folder, "haproxy")
+    with open(path, "w") as out:
+        out.write(_LOOPBACK_WRAPPER.format(binary=shlex.quote(get_haproxy_binary())))
+    os.chmod(path, 0o755)
+    return path
 
 
 def _free_block(low: int, high: int, size: int) -> int:

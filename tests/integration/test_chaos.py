@@ -37,10 +37,8 @@ def test_killing_a_replica_of_each_service_under_load_loses_nothing(platform, de
         assert phase["idempotent"]["sent"] > 0 and phase["non_idempotent"]["sent"] > 0, name
         assert phase["writes"]["acknowledged"] > 0, name
     # The acceptance: no idempotent failure after retries, recovery under 30 s, no lost write
-    # (each acknowledged document cited by a RAG answer filtered to it). Except generation:
-    # this platform runs it on vLLM, whose engine alone takes longer than that to start on
-    # these 2 shared cores (measured: docs/security.md#chaos-under-load).
-    assert passed(result, recovery_limit_s=30, recovery_limits={"generation": 90}) == [], table(
-        result
-    )
+    # (each acknowledged document cited by a RAG answer filtered to it). Generation runs on
+    # vLLM here, the slowest to start: 25 s measured on these 2 shared cores
+    # (docs/security.md#chaos-under-load).
+    assert passed(result, recovery_limit_s=30) == [], table(result)
     assert summary["writes_found"] == summary["writes_acknowledged"] > len(KILLED)

@@ -4,6 +4,7 @@ tenant never sees or touches another's data (docs/security.md)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 
 import grpc
@@ -166,15 +167,19 @@ def test_a_thousand_cross_tenant_attempts_leak_nothing(platform, demo):
 
 
 def test_the_local_stack_listens_on_loopback(platform):
-    """The ports a local stack opens for clients and operators (gRPC, HTTP, Ray's metrics)
-    bind 127.0.0.1 only; what Ray still binds on every interface is listed in
-    docs/security.md#local-ports."""
+    """The ports a local stack opens for clients and operators (gRPC, HTTP, Ray's metrics,
+    HAProxy's stats page and exporter) bind 127.0.0.1 only; what Ray still binds on every
+    interface is listed in docs/security.md#local-ports."""
     import psutil
 
     ports = {
         "grpc": int(platform.target.rsplit(":", 1)[1]),
         "http": int(platform.openai_url.split(":")[2].split("/")[0]),
         "metrics": int(platform.metrics_url.split(":")[2].split("/")[0]),
+        # The suite picks these (tests/integration/conftest.py); ragtune's HAProxy wrapper
+        # moves them to loopback (ragtune/local.py).
+        "haproxy stats": int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]),
+        "haproxy metrics": int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"]),
     }
     listening: dict[int, set[str]] = {}
     for conn in psutil.net_connections(kind="inet"):

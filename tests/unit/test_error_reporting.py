@@ -19,8 +19,10 @@ from ragtune.common.errors import (
     quote,
     to_status,
 )
-from ragtune.common.serving import RpcTelemetry, _streaming, _unary
+from ragtune.common.serving import RETRY_AFTER, Admission, RpcTelemetry, _streaming, _unary
 from ragtune.gateway.ledger import day_range
+from ragtune.gateway.quotas import QuotaExceeded
+from ragtune.v1 import common_pb2
 
 TODAY = dt.date(2026, 6, 1)
 
@@ -121,12 +123,19 @@ class Slow:
         yield "never"
 
 
-def test_a_burst_of_abandoned_calls_counts_no_server_error():
+def fake_ingress(service: object) -> tuple[object, RpcTelemetry]:
+    """What ``ingress_class`` builds around ``service``, with metrics recorded in memory."""
     telemetry = RpcTelemetry.__new__(RpcTelemetry)
     telemetry.service, telemetry.package = "gateway", "ragtune.v1.Gateway"
     telemetry.requests, telemetry.latency = Recorder(), Recorder()
-    ingress = type("Ingress", (), {"telemetry": telemetry, "service": Slow(), "public": True})()
-    answer, stream = _unary("Answer", False), _streaming("AnswerStream", False)
+    members = {"telemetry": telemetry, "service": service, "public": True}
+    return type("Ingress", (), {**members, "admission": Admission(None)})(), telemetry
+
+
+def test_a_burst_of_abandoned_calls_counts_no_server_error():
+    ingress, telemetry = fake_ingress(Slow())
+    answer = _unary("Answer", False, "ragtune.v1.AnswerResponse")
+    stream = _streaming("AnswerStream", False)
 
     async def abandon_unary():
         task = asyncio.ensure_future(answer(ingress, object()))
@@ -148,3 +157,65 @@ def test_a_burst_of_abandoned_calls_counts_no_server_error():
     tags = telemetry.requests.tags
     assert len(tags) == 100
     assert {(t["code"], t["outcome"]) for t in tags} == {("CANCELLED", "cancelled")}
+
+
+class FakeGrpcContext:
+    """What a Serve replica's gRPC context records: code, details and trailing metadata."""
+
+    def __init__(self) -> None:
+        self.code, self.details, self.trailing = None, None, []
+
+    def set_code(self, code):
+        self.code = code
+
+    def set_details(self, details):
+        self.details = details
+
+    def set_trailing_metadata(self, metadata):
+        self.trailing = list(metadata)
+
+    def invocation_metadata(self):
+        return []
+
+    def request_id(self):
+        return "r-1"
+
+
+class Busy:
+    """A service whose RPCs are refused for a while (a quota or a full replica)."""
+
+    async def Route(self, request):
+        raise QuotaExceeded("over the rate limit", retry_after_s=2.5)
+
+    async def AnswerStream(self, request):
+        yield "first"
+        raise QuotaExceeded("over the token quota", retry_after_s=1)
+
+
+def test_a_refusal_with_a_retry_hint_reaches_a_network_caller_with_its_trailing_metadata():
+    """Serve's direct ingress drops the trailers of a call that raised: a refusal that carries
+    retry-after-ms is returned with its status on the context instead, still counted as the
+    refusal it is; a handle caller (no gRPC context) gets the exception as before."""
+    ingress, telemetry = fake_ingress(Busy())
+    route = _unary("Route", False, "ragtune.v1.RouteDecision")
+    stream = _streaming("AnswerStream", False)
+
+    async def calls():
+        context = FakeGrpcContext()
+        reply = await route(ingress, object(), context)
+        assert reply == common_pb2.RouteDecision()  # an empty payload: the status is the answer
+        assert context.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert context.trailing == [(RETRY_AFTER, "2500")]
+        streamed = FakeGrpcContext()
+        assert [m async for m in stream(ingress, object(), streamed)] == ["first"]
+        assert streamed.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert streamed.trailing == [(RETRY_AFTER, "1000")]
+        with pytest.raises(QuotaExceeded):
+            await route(ingress, object())  # a handle call: no context to carry the status
+
+    asyncio.run(calls())
+    assert [(t["rpc"], t["code"]) for t in telemetry.requests.tags] == [
+        ("Route", "RESOURCE_EXHAUSTED"),
+        ("AnswerStream", "RESOURCE_EXHAUSTED"),
+        ("Route", "RESOURCE_EXHAUSTED"),
+    ]

@@ -30,14 +30,30 @@ class FakeEngineArgs:
     gpu_memory_utilization: float = 0.9
     max_model_len: int | None = None
     enforce_eager: bool = False
+    tensor_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
+
+
+class FakePlatform:
+    def __init__(self, cpu: bool) -> None:
+        self.cpu = cpu
+
+    def is_cpu(self) -> bool:
+        return self.cpu
 
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
+    """vLLM as on a GPU machine (``vllm.platforms.current_platform`` is not the CPU)."""
     module = types.ModuleType("vllm")
     module.__spec__ = importlib.machinery.ModuleSpec("vllm", loader=None)  # find_spec sees it
     module.AsyncEngineArgs = FakeEngineArgs
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = FakePlatform(cpu=False)
+    module.platforms = platforms
     monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
     return module
 
 
@@ -106,3 +122,25 @@ def test_engine_kwargs_reach_async_engine_args_as_they_are(fake_vllm):
         enforce_eager=True,
     )
     assert make_engine(vllm_config(max_loras=2)).engine_args().max_loras == 2
+
+
+def test_on_cpu_one_worker_runs_inside_the_engine_core_unless_told_otherwise(
+    fake_vllm, monkeypatch
+):
+    """vLLM's CPU build would start its worker in a third process (a replica's slowest start,
+    docs/generation.md#start-up); ragtune asks for the single-process executor where vLLM
+    allows it, and leaves GPUs, several workers and an explicit choice alone."""
+    import os
+
+    assert make_engine(vllm_config()).engine_args().distributed_executor_backend is None  # GPU
+    fake_vllm.platforms.current_platform = FakePlatform(cpu=True)
+    assert make_engine(vllm_config()).engine_args().distributed_executor_backend == "uni"
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # what vLLM's CPU check reads
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
+    two = make_engine(vllm_config(tensor_parallel_size=2)).engine_args()
+    assert two.distributed_executor_backend is None
+    chosen = make_engine(vllm_config(distributed_executor_backend="mp")).engine_args()
+    assert chosen.distributed_executor_backend == "mp"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # the operator's own setting
+    assert make_engine(vllm_config()).engine_args().distributed_executor_backend is None

@@ -8,8 +8,8 @@ import datetime as dt
 import grpc
 import pytest
 
-from ragtune.common.errors import to_status
-from ragtune.common.serving import RETRY_AFTER, report_errors
+from ragtune.common.errors import Overloaded, outcome, to_status
+from ragtune.common.serving import QUEUE_FULL_RETRY_MS, RETRY_AFTER, Admission, report_errors
 from ragtune.gateway.quotas import QuotaConfig, QuotaExceeded, Quotas, TenantQuota
 
 
@@ -85,3 +85,25 @@ def test_a_refusal_is_resource_exhausted_with_a_retry_hint_in_trailing_metadata(
     assert (
         to_status(QuotaExceeded("over", retry_after_s=1))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
     )
+
+
+def test_a_replica_admits_max_in_flight_rpcs_then_refuses_at_once_with_a_retry_hint():
+    """The gateway's own bound (GatewayConfig.max_in_flight): the limit is reached, never
+    exceeded, and freed by a finished RPC; the refusal is a server-side capacity error."""
+    admission = Admission(2)
+    with admission.admit(), admission.admit():
+        refused = pytest.raises(Overloaded, match="2 requests in flight.*max_in_flight is 2")
+        with refused as err, admission.admit():
+            pass
+        assert admission.in_flight == 2  # the refused call took no slot
+    assert err.value.retry_after_s * 1000 == QUEUE_FULL_RETRY_MS
+    assert to_status(err.value)[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert outcome(err.value) == "server_error"  # capacity, not the caller's fault
+    with pytest.raises(RuntimeError), admission.admit():
+        raise RuntimeError("a failed RPC frees its slot too")
+    assert admission.in_flight == 0
+    with admission.admit(), admission.admit():
+        assert admission.in_flight == 2
+    unlimited = Admission(None)
+    with unlimited.admit(), unlimited.admit(), unlimited.admit():
+        assert unlimited.in_flight == 3

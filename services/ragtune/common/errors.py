@@ -86,6 +86,16 @@ class ResourceExhausted(RagtuneError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Overloaded(ResourceExhausted):
+    """The replica already handles as many requests as it is configured to: refused at once,
+    with when to retry (``retry-after-ms`` trailing metadata), instead of waiting in a queue
+    until the caller's deadline passes. A capacity problem: ``server_error`` in metrics."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class DeadlineExceeded(RagtuneError):
     """The caller's deadline (or latency budget) ran out: the caller's limit, not a fault of
     ragtune's. (A timeout inside ragtune raises ``TimeoutError``: a server error.)"""

@@ -19,13 +19,21 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+from google.protobuf import symbol_database
 from google.protobuf.descriptor import ServiceDescriptor
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ragtune.common.context import CallContext
-from ragtune.common.errors import InvalidArgument, PermissionDenied, outcome, to_status, unwrap
+from ragtune.common.errors import (
+    InvalidArgument,
+    Overloaded,
+    PermissionDenied,
+    outcome,
+    to_status,
+    unwrap,
+)
 from ragtune.common.servicers import MalformedRequest
 from ragtune.common.services import SERVICES, ServiceSpec
 from ragtune.common.telemetry import TelemetryConfig, parent_context, setup_tracing, tracer
@@ -210,7 +218,46 @@ def _refuse_malformed(request: Any) -> None:
         raise InvalidArgument(f"not a valid {request.message_type} message", field="request")
 
 
-def _unary(name: str, takes_context: bool) -> Callable[..., Any]:
+class Admission:
+    """At most ``limit`` RPCs in flight on this replica (None: no limit of ragtune's own, only
+    Serve's queue). One over is refused at once with RESOURCE_EXHAUSTED and a retry hint, so
+    that a burst is told to come back instead of queueing until its deadline passes
+    (docs/security.md#backpressure-and-quotas). Counted on the replica's event loop: no lock."""
+
+    def __init__(self, limit: int | None, field: str = "max_in_flight") -> None:
+        self.limit, self.field, self.in_flight = limit, field, 0
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        if self.limit is not None and self.in_flight >= self.limit:
+            raise Overloaded(
+                f"server busy: {self.in_flight} requests in flight on this replica, its "
+                f"{self.field} is {self.limit}; retry later",
+                retry_after_s=QUEUE_FULL_RETRY_MS / 1000,
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+def _carries_retry_hint(exc: Exception, grpc_context: Any) -> bool:
+    """A refusal whose ``retry-after-ms`` must reach a network caller. Serve's direct ingress
+    sends the trailing metadata a replica set only when the method returns: after an exception
+    it sends the code and details and drops the trailers. So such a refusal is returned, not
+    raised, once ``report_errors`` has put its code, details and hint on the context (and the
+    telemetry has counted it): the caller gets the same status, with its hint."""
+    return grpc_context is not None and retry_after_ms(exc) is not None
+
+
+def _empty(message_type: str) -> Any:
+    """An empty message of the RPC's response type (the payload a refused call returns; the
+    status the client sees is the context's)."""
+    return symbol_database.Default().GetSymbol(message_type)()
+
+
+def _unary(name: str, takes_context: bool, response_type: str) -> Callable[..., Any]:
     async def rpc(
         self: Any,
         request: Any,
@@ -218,6 +265,20 @@ def _unary(name: str, takes_context: bool) -> Callable[..., Any]:
         *,
         _trace: Mapping[str, str] | None = None,
         _metadata: Mapping[str, str] | None = None,
+    ) -> Any:
+        try:
+            return await _run(self, request, grpc_context, _trace, _metadata)
+        except Exception as exc:
+            if _carries_retry_hint(exc, grpc_context):
+                return _empty(response_type)
+            raise
+
+    async def _run(
+        self: Any,
+        request: Any,
+        grpc_context: Any,
+        _trace: Mapping[str, str] | None,
+        _metadata: Mapping[str, str] | None,
     ) -> Any:
         headers = _headers(grpc_context, _trace)
         with (
@@ -227,9 +288,10 @@ def _unary(name: str, takes_context: bool) -> Callable[..., Any]:
         ):
             check_network_caller(self.public, grpc_context)
             _refuse_malformed(request)
-            return await _invoke(
-                self.service, name, request, grpc_context, takes_context, _metadata
-            )
+            with self.admission.admit():
+                return await _invoke(
+                    self.service, name, request, grpc_context, takes_context, _metadata
+                )
 
     rpc.__name__ = name
     return rpc
@@ -244,8 +306,30 @@ def _streaming(name: str, takes_context: bool) -> Callable[..., AsyncIterator[An
         _trace: Mapping[str, str] | None = None,
         _metadata: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Any]:
+        messages = _run(self, request, grpc_context, _trace, _metadata)
+        try:
+            async for message in messages:
+                yield message
+        except Exception as exc:
+            if not _carries_retry_hint(exc, grpc_context):
+                raise
+            # The stream ends here; its status and hint are on the context.
+        finally:
+            await messages.aclose()  # a consumer going away ends the RPC's own block now
+
+    async def _run(
+        self: Any,
+        request: Any,
+        grpc_context: Any,
+        _trace: Mapping[str, str] | None,
+        _metadata: Mapping[str, str] | None,
+    ) -> AsyncIterator[Any]:
         headers = _headers(grpc_context, _trace)
-        with self.telemetry.observe(name, headers) as span, report_errors(grpc_context):
+        with (
+            self.telemetry.observe(name, headers) as span,
+            report_errors(grpc_context),
+            self.admission.admit(),
+        ):
             check_network_caller(self.public, grpc_context)
             _refuse_malformed(request)
             stream = _invoke(
@@ -309,6 +393,7 @@ def ingress_class(
         setup_tracing(getattr(config, "telemetry", None) or TelemetryConfig(), service_name)
         self.telemetry = RpcTelemetry(service_name, package)
         self.service = factory(*args, **kwargs)
+        self.admission = Admission(getattr(self.service, "max_in_flight", None))
         await start_service(self.service)
         if hasattr(self.service, "report_gauges"):
             self._gauges = asyncio.get_running_loop().create_task(_report_gauges(self.service))
@@ -332,8 +417,11 @@ def ingress_class(
         if impl is None:
             raise TypeError(f"{service_cls.__name__} lacks RPC method {method.name}")
         takes_context = "context" in inspect.signature(impl).parameters
-        make = _streaming if method.server_streaming else _unary
-        namespace[method.name] = make(method.name, takes_context)
+        namespace[method.name] = (
+            _streaming(method.name, takes_context)
+            if method.server_streaming
+            else _unary(method.name, takes_context, method.output_type.full_name)
+        )
 
     for name in extra_methods:
 

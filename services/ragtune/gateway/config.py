@@ -201,6 +201,14 @@ class GatewayConfig(BaseModel):
         default_factory=QuotaConfig,
         description="Per-tenant request rate and daily token limits (docs/security.md).",
     )
+    max_in_flight: int | None = Field(
+        default=64,
+        ge=1,
+        description="RPCs one gateway replica handles at once; one more is refused at once with "
+        "RESOURCE_EXHAUSTED and retry-after-ms, rather than queued past its deadline. Keep it "
+        "below the deployment's max_ongoing_requests (256), or Serve queues first. null: no "
+        "limit but Serve's queue (docs/security.md#backpressure-and-quotas).",
+    )
     default_max_tokens: int = Field(default=96, ge=1)
     structured_max_tokens: int = Field(
         default=256,

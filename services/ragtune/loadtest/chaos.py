@@ -344,15 +344,9 @@ def _codes(calls: list[Call]) -> dict[str, Any]:
     return {"sent": len(calls), "failed": sum(failed.values()), "by_code": dict(failed)}
 
 
-def passed(
-    result: dict[str, Any],
-    *,
-    recovery_limit_s: float = 30.0,
-    recovery_limits: dict[str, float] | None = None,
-) -> list[str]:
+def passed(result: dict[str, Any], *, recovery_limit_s: float = 30.0) -> list[str]:
     """What the run broke of the acceptance (issue 21): idempotent failures after retries,
-    a recovery slower than ``recovery_limit_s`` (``recovery_limits``: per service) or none,
-    a lost acknowledged write."""
+    a recovery slower than ``recovery_limit_s`` or none, a lost acknowledged write."""
     s, problems = result["summary"], []
     if s["not_killed"]:
         problems.append(f"not killed (an earlier service never recovered): {s['not_killed']}")
@@ -360,9 +354,8 @@ def passed(
         problems.append(f"{s['idempotent_failures']} idempotent calls failed after retries")
     for service in s["killed"]:
         took = result["services"][service]["recovery_s"]
-        limit = (recovery_limits or {}).get(service, recovery_limit_s)
-        if took is None or took > limit:
-            problems.append(f"{service}: recovery {took} s (limit {limit:g} s)")
+        if took is None or took > recovery_limit_s:
+            problems.append(f"{service}: recovery {took} s (limit {recovery_limit_s:g} s)")
     if s["lost_writes"]:
         problems.append(f"{s['lost_writes']} acknowledged writes not found")
     return problems

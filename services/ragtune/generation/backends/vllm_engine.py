@@ -42,6 +42,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine
@@ -63,6 +64,36 @@ ENGINE_DEFAULTS: dict[str, Any] = {"max_loras": 4}
 # vLLM's finish reasons (vllm.v1.engine.FinishReason) as the service reports them. "abort" and
 # "error" are not here: the request did not complete, the caller gets Unavailable.
 _FINISH = {"stop": "stop", "length": "length", "repetition": "stop"}
+
+
+def one_worker_process_on_cpu(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """On vLLM's CPU build with one worker, run the worker inside the engine-core process.
+
+    vLLM's CPU platform always starts its worker in a process of its own, so a replica starts
+    three Python processes, one after the other, each importing vLLM (about 6 s each on the
+    2-core build machine); on a GPU vLLM runs a single worker inside the engine core. Doing
+    the same on CPU ("uni" executor, which vLLM allows there only with
+    VLLM_ENABLE_V1_MULTIPROCESSING=0: AsyncLLM still runs the engine core in its own process)
+    saves one of those starts, which is most of a replica's recovery after a crash (measured:
+    docs/generation.md#start-up). Left alone: GPUs, several workers, and an explicit
+    ``distributed_executor_backend`` or VLLM_ENABLE_V1_MULTIPROCESSING.
+    """
+    from vllm.platforms import current_platform
+
+    workers = int(engine_kwargs.get("tensor_parallel_size", 1)) * int(
+        engine_kwargs.get("pipeline_parallel_size", 1)
+    )
+    if (
+        not current_platform.is_cpu()
+        or workers != 1
+        or "distributed_executor_backend" in engine_kwargs
+        or "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ
+    ):
+        return {}
+    # Read by vLLM's CPU platform in this process and in the engine core it spawns (which
+    # inherits the environment); AsyncLLM does not read it.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    return {"distributed_executor_backend": "uni"}
 
 
 class _EngineLoop:
@@ -203,7 +234,7 @@ class VLLMEngine(Engine):
             dtype=self.dtype,
             enable_lora=True,
             max_lora_rank=self.max_lora_rank,
-            **self.engine_kwargs,
+            **{**one_worker_process_on_cpu(self.engine_kwargs), **self.engine_kwargs},
         )
 
     def check_health(self) -> None:

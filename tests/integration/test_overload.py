@@ -1,0 +1,102 @@
+"""Overload at the configured point (issue 21; docs/security.md#quotas-rate-limits-and-backpressure):
+a gateway replica busy with ``max_in_flight`` RPCs refuses the next one at once with
+RESOURCE_EXHAUSTED and a retry hint, counts it, and serves again as soon as it has room."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ragtune.common.serving import QUEUE_FULL_RETRY_MS, RETRY_AFTER
+from ragtune.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.integration.conftest import TIGHT_GATEWAY
+
+pytestmark = pytest.mark.integration
+
+WORDS = [
+    "enzyme",
+    "lattice",
+    "harbor",
+    "quartz",
+    "meadow",
+    "signal",
+    "copper",
+    "orbit",
+    "lantern",
+    "glacier",
+]
+
+
+def _documents(count: int, words: int) -> list[gateway_pb2.Document]:
+    """Distinct documents of ``words`` words each: enough chunks to keep embedding busy."""
+    return [
+        gateway_pb2.Document(
+            doc_id=f"load-{i}",
+            text=" ".join(f"{WORDS[(i * 7 + j) % len(WORDS)]}{j % 97}" for j in range(words)),
+        )
+        for i in range(count)
+    ]
+
+
+def refused_routes(metrics_url: str) -> float:
+    """The gateways' Route calls refused with RESOURCE_EXHAUSTED, as Ray exports the counter."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ray_ragtune_rpc_requests_total"
+        and sample.labels.get("service") == "gateway"
+        and sample.labels.get("rpc") == "Route"
+        and sample.labels.get("code") == "RESOURCE_EXHAUSTED"
+    )
+
+
+def test_a_busy_gateway_refuses_one_more_with_a_retry_hint(platform, demo):
+    metadata = [("application", TIGHT_GATEWAY), ("authorization", f"Bearer {platform.acme_key}")]
+    refused_before = refused_routes(platform.metrics_url)
+    with grpc.insecure_channel(platform.target) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        ingest, route = stub.Ingest, stub.Route
+        question = gateway_pb2.AnswerRequest(collection="demo", question="How do refunds work?")
+        # Room: the one slot is free, a Route is answered.
+        route(question, metadata=metadata, timeout=60)
+
+        # A large ingest (about 1,200 chunks to embed: seconds on CPU) takes the one slot.
+        big = gateway_pb2.IngestRequest(
+            collection="overload", create_collection=True, documents=_documents(300, 600)
+        )
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(ingest, big, metadata=metadata, timeout=300)
+            time.sleep(1.5)
+            assert not busy.done(), "the ingest ended before the gateway was probed"
+            refusals = []
+            for _ in range(5):
+                with pytest.raises(grpc.RpcError) as refused:
+                    route(question, metadata=metadata, timeout=60)
+                refusals.append(refused.value)
+            still_busy = not busy.done()
+            ingested = busy.result()
+
+        # Every call beyond the slot was refused at once, with the documented code and hint.
+        assert still_busy, "the ingest ended while the gateway was probed"
+        for err in refusals:
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+            assert "max_in_flight is 1" in err.details()
+            assert (RETRY_AFTER, str(QUEUE_FULL_RETRY_MS)) in tuple(err.trailing_metadata())
+        # The work that held the slot completed, and the slot is free again.
+        assert ingested.documents == 300 and ingested.chunks > 300
+        assert route(question, metadata=metadata, timeout=60).explanation
+    # Counted where SREs look: the gateway's RPC counter, by code.
+    deadline = time.monotonic() + 30
+    while True:
+        refused_after = refused_routes(platform.metrics_url)
+        if refused_after - refused_before >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert refused_after - refused_before == 5
