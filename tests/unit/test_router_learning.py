@@ -167,6 +167,23 @@ def test_an_adapter_is_chosen_by_similarity_and_the_decision_says_so():
     assert policy.decide(request([raised]), Evidence(True, 0.05, 0.0, 8)).path_name == "RAG"
 
 
+def test_a_phrase_that_only_mentions_the_behaviour_does_not_select_the_adapter():
+    """ "What's the difference between JSON and YAML?" matches the json phrase; its closest
+    part is nearer the adapter's counter-examples than its examples, so the phrase does not
+    decide and the decision says why; a phrase in a part that asks still does."""
+    policy = DefaultPolicy(RouterConfig())
+    phrase, found = Need(tone="pirate"), Evidence(True, 0.9, 0.2, 8)
+    mention = CueMatch("pirate", 0.44, "Talk like a pirate.", 0.58)
+    route = policy.decide(request([mention], need=phrase), found)
+    assert route.path_name == "RAG" and route.adapter == ""
+    assert "tone 'pirate' is only mentioned" in route.explanation
+    asked = CueMatch("pirate", 0.44, "Talk like a pirate.", 0.30)
+    assert policy.decide(request([asked], need=phrase), found).adapter == "pirate"
+    # A field is never second-guessed: the caller said what it wants.
+    field = Need(tone="pirate", explicit=True)
+    assert policy.decide(request([mention], need=field), found).adapter == "pirate"
+
+
 def test_the_collections_calibrated_threshold_decides_and_is_reported():
     policy = DefaultPolicy(RouterConfig())
     cue = CueMatch("pirate", 0.9, "Talk like a pirate.", 0.1)

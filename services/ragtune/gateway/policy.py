@@ -33,6 +33,12 @@ TUNED: int = common_pb2.PATH_TUNED
 HYBRID: int = common_pb2.PATH_HYBRID
 
 
+def _only_mentioned(cue: CueMatch | None) -> bool:
+    """Whether the question's part closest to an adapter's example requests is closer still to
+    its counter-examples (requests that mention the thing without asking for it)."""
+    return cue is not None and cue.counter_similarity > cue.similarity
+
+
 class DefaultPolicy:
     def __init__(self, config: RouterConfig, stats: PathStats | None = None) -> None:
         self.config = config
@@ -139,19 +145,28 @@ class DefaultPolicy:
         fields or a phrase first (the fast path), else by the question's similarity to the
         adapters' example requests. Returns (adapter, cue, reason codes, explanations); the
         cue is the chosen adapter's, or the closest one when none was chosen."""
-        need = request.need
+        need, notes = request.need, []
         if need:
             matches = [c for c in request.usable if need.met_by(c)]
-            if matches:
-                card = matches[0]
-                cue = next((c for c in request.cues if c.adapter == card.name), None)
+            card = matches[0] if matches else None
+            cue = next((c for c in request.cues if card and c.adapter == card.name), None)
+            if card is not None and not need.explicit and _only_mentioned(cue):
+                # The phrase names the thing ("JSON", "pirate") in a part of the question that
+                # is closer to the adapter's counter-examples than to its examples: it is
+                # talked about, not asked for. The semantic cues decide instead.
+                notes.append(
+                    f"{need.describe()} is only mentioned (closer to {card.name!r}'s "
+                    f"counter-examples, {cue.counter_similarity:.2f}, than to its examples)"
+                )
+                need = Need()
+            elif card is not None:
                 return (
                     card,
                     cue,
                     need.reasons(),
                     [f"{need.describe()} was asked for, which {card.name!r} gives"],
                 )
-            if need.explicit:
+            elif need.explicit:
                 raise FailedPrecondition(
                     f"no adapter this tenant may use declares {need.describe()}"
                 )
@@ -162,8 +177,9 @@ class DefaultPolicy:
                 cue,
                 ["similar_request"],
                 [
+                    *notes,
                     f"the question reads like an example request of {found.name!r}, "
-                    f"{cue.example!r} (similarity {cue.similarity:.2f})"
+                    f"{cue.example!r} (similarity {cue.similarity:.2f})",
                 ],
             )
         if need:
@@ -173,7 +189,7 @@ class DefaultPolicy:
                 ["no_matching_adapter"],
                 [f"no usable adapter gives {need.describe()}"],
             )
-        return None, cue, [], []
+        return None, cue, [], notes
 
     def probe_cue(self, request: RouteRequest) -> CueMatch | None:
         """The cue of the adapter an AUTO decision of ``request`` picks for a behaviour asked
