@@ -45,7 +45,7 @@ class Platform:
 # calls without it (ragtune.common.serving.check_network_caller); the tests that call one
 # directly send it. Set before Ray starts: the replicas inherit the environment.
 INTERNAL_TOKEN = secrets.token_urlsafe(16)
-TIGHT_GATEWAY = "gateway-tight"  # the platform's second gateway: max_in_flight 1
+TIGHT_GATEWAY = "gateway-tight"  # the platform's second gateway: max_in_flight 1, quotas
 
 
 def internal_channel(target: str) -> grpc.Channel:
@@ -118,11 +118,13 @@ def platform(devmodel, cross_encoder_dir, tmp_path_factory, otlp_receiver):
     # The test cross-encoder is untrained: rerank exactly the passages retrieved, so the
     # wiring is exercised without letting random scores pull in unrelated chunks.
     gateway["args"].update(top_k=4, rerank_candidates=4)
-    # A second gateway that handles one RPC at a time (max_in_flight), for the overload test:
-    # the same services behind it, a token CPU share.
+    # A second gateway that handles one RPC at a time (max_in_flight) and allows globex three
+    # requests a minute, for the overload and rate-limit tests: the same services behind it,
+    # a token CPU share.
     tight = copy.deepcopy(gateway)
     tight.update(name=TIGHT_GATEWAY, route_prefix=f"/{TIGHT_GATEWAY}")
     tight["args"]["max_in_flight"] = 1
+    tight["args"]["quotas"] = {"tenants": {"globex": {"requests_per_minute": 3}}}
     tight["deployments"][0]["ray_actor_options"]["num_cpus"] = 0.01
     config["applications"].append(tight)
     # Ray puts Unix sockets in its temp dir; pytest's tmp paths are too long for them.

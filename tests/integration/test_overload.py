@@ -1,6 +1,7 @@
-"""Overload at the configured point (issue 21; docs/security.md#quotas-rate-limits-and-backpressure):
-a gateway replica busy with ``max_in_flight`` RPCs refuses the next one at once with
-RESOURCE_EXHAUSTED and a retry hint, counts it, and serves again as soon as it has room."""
+"""Overload and rate limits at the configured point, through the public port (issue 21;
+docs/security.md#quotas-rate-limits-and-backpressure): a gateway replica busy with
+``max_in_flight`` RPCs refuses the next one at once, a tenant over its requests per minute is
+refused, both with RESOURCE_EXHAUSTED and a retry hint the client receives."""
 
 from __future__ import annotations
 
@@ -100,3 +101,24 @@ def test_a_busy_gateway_refuses_one_more_with_a_retry_hint(platform, demo):
             break
         time.sleep(1)
     assert refused_after - refused_before == 5
+
+
+def test_a_tenant_over_its_rate_limit_is_refused_at_the_configured_point_with_a_hint(platform):
+    """globex may send 3 requests a minute to the tight gateway: the 3rd is answered, the 4th
+    refused with the window's reset as retry-after-ms; another tenant is not held back."""
+
+    def metadata(key: str) -> list[tuple[str, str]]:
+        return [("application", TIGHT_GATEWAY), ("authorization", f"Bearer {key}")]
+
+    question = gateway_pb2.AnswerRequest(question="Answer like a pirate: what is an index?")
+    with grpc.insecure_channel(platform.target) as channel:
+        route = gateway_pb2_grpc.GatewayStub(channel).Route
+        for _ in range(3):
+            assert route(question, metadata=metadata(platform.globex_key), timeout=60).explanation
+        with pytest.raises(grpc.RpcError) as refused:
+            route(question, metadata=metadata(platform.globex_key), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "3 requests per minute" in refused.value.details()
+        hint = dict(refused.value.trailing_metadata())[RETRY_AFTER]
+        assert 0 < int(hint) <= 60_000
+        assert route(question, metadata=metadata(platform.acme_key), timeout=60).explanation
