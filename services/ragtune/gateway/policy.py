@@ -33,10 +33,10 @@ TUNED: int = common_pb2.PATH_TUNED
 HYBRID: int = common_pb2.PATH_HYBRID
 
 
-def _only_mentioned(cue: CueMatch | None) -> bool:
+def _only_mentioned(cue: CueMatch) -> bool:
     """Whether the question's part closest to an adapter's example requests is closer still to
     its counter-examples (requests that mention the thing without asking for it)."""
-    return cue is not None and cue.counter_similarity > cue.similarity
+    return cue.counter_similarity > cue.similarity
 
 
 class DefaultPolicy:
@@ -150,7 +150,7 @@ class DefaultPolicy:
             matches = [c for c in request.usable if need.met_by(c)]
             card = matches[0] if matches else None
             cue = next((c for c in request.cues if card and c.adapter == card.name), None)
-            if card is not None and not need.explicit and _only_mentioned(cue):
+            if card is not None and cue is not None and not need.explicit and _only_mentioned(cue):
                 # The phrase names the thing ("JSON", "pirate") in a part of the question that
                 # is closer to the adapter's counter-examples than to its examples: it is
                 # talked about, not asked for. The semantic cues decide instead.
