@@ -222,7 +222,8 @@ class Admission:
     """At most ``limit`` RPCs in flight on this replica (None: no limit of ragtune's own, only
     Serve's queue). One over is refused at once with RESOURCE_EXHAUSTED and a retry hint, so
     that a burst is told to come back instead of queueing until its deadline passes
-    (docs/security.md#backpressure-and-quotas). Counted on the replica's event loop: no lock."""
+    (docs/security.md#quotas-rate-limits-and-backpressure). Counted on the replica's event
+    loop: no lock."""
 
     def __init__(self, limit: int | None, field: str = "max_in_flight") -> None:
         self.limit, self.field, self.in_flight = limit, field, 0

@@ -207,7 +207,7 @@ class GatewayConfig(BaseModel):
         description="RPCs one gateway replica handles at once; one more is refused at once with "
         "RESOURCE_EXHAUSTED and retry-after-ms, rather than queued past its deadline. Keep it "
         "below the deployment's max_ongoing_requests (256), or Serve queues first. null: no "
-        "limit but Serve's queue (docs/security.md#backpressure-and-quotas).",
+        "limit but Serve's queue (docs/security.md#quotas-rate-limits-and-backpressure).",
     )
     default_max_tokens: int = Field(default=96, ge=1)
     structured_max_tokens: int = Field(
