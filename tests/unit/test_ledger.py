@@ -54,3 +54,18 @@ def test_usage_sums_per_day_and_path_and_feedback_joins_its_request(database_url
     assert rows[0].prompt_tokens == 20 and rows[0].completion_tokens == 10
     assert [r.cost_micro_usd for r in ledger.usage("acme", DAY2.date(), DAY2.date())] == [3]
     ledger.close()
+
+
+def test_one_request_rated_many_times_at_once_keeps_one_rating(database_url):
+    """Several replicas may store a rating of the same request at the same moment (a client
+    retrying): none fails, and one rating stands."""
+    import concurrent.futures
+
+    ledger = Ledger(database_url)
+    ledger.record(entry("a1", "acme", "RAG", 7, DAY1))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda n: ledger.add_feedback("acme", "a1", 1 + n % 5, ""), range(8)))
+    assert paths == ["RAG"] * 8
+    (row,) = ledger.usage("acme", DAY1.date(), DAY1.date())
+    assert row.rated == 1
+    ledger.close()

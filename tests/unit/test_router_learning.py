@@ -84,6 +84,25 @@ def test_the_reservoir_keeps_a_bounded_uniform_sample_and_follows_deletes(tmp_pa
     assert store.samples("t", "c") == [] and store.get("t", "c") is None
 
 
+def test_concurrent_ingests_into_a_new_collection_all_count(database_url):
+    """`ragtune ingest` keeps two batches in flight: both reach a new collection's sample at
+    once. Neither may fail (it did: IntegrityError on the collection's first row, an INTERNAL
+    Ingest), and every chunk counts once."""
+    import concurrent.futures
+
+    from ragtune.common.database import connect
+
+    store = CalibrationStore(connect(database_url), CalibrationConfig(positives=16), seed=1)
+    text = "Batch {b} chunk {n} says something in a sentence of several words."
+    batches = [
+        [(f"b{b}-{n}#0", f"b{b}-{n}", text.format(b=b, n=n)) for n in range(10)] for b in range(8)
+    ]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda batch: store.add_chunks("t", "new", batch), batches))
+    assert store.add_chunks("t", "new", []) == 80
+    assert len(store.samples("t", "new")) == 16
+
+
 def test_the_shipped_negatives_are_no_evaluation_question():
     """Calibration must not see what the routing sets score the router on."""
     negatives = {q.lower() for q in shipped_negatives()}
@@ -241,6 +260,24 @@ def test_feedback_is_bounded_logged_and_reversible(tmp_path):
     assert len(history) == 4 and history[0].reason == "reset by an operator"
     with pytest.raises(ValueError, match="scope"):
         store.reset("t", "tenant", "docs")
+
+
+def test_concurrent_feedback_moves_the_threshold_once_per_request(database_url):
+    """Feedback arrives on any gateway replica at any time: ratings of different requests on
+    one collection all count, the same request rated twice at once counts once, and none of
+    them fails."""
+    import concurrent.futures
+
+    from ragtune.common.database import connect
+
+    store = RouterFeedback(connect(database_url), FeedbackConfig(step=0.01, max_offset=0.1))
+    for n in range(6):
+        store.remember(Decision(f"r{n}", "t", "RAG", "docs", True, ""))
+    ratings = [f"r{n}" for n in range(6)] + ["r0", "r1"]  # two repeated
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        changes = list(pool.map(lambda r: store.apply("t", r, 1, "TUNED"), ratings))
+    assert sum(len(c) for c in changes) == 6
+    assert store.offsets("t") == {("collection", "docs"): pytest.approx(0.06)}
 
 
 # -- the calibrator against fake services ----------------------------------------------------------

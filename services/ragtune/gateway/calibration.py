@@ -172,40 +172,54 @@ class CalibrationStore:
     ) -> int:
         """Reservoir-sample ingested chunks ``(chunk_id, doc_id, text)`` into the collection's
         pseudo-queries (algorithm R); returns the chunks seen so far, these included."""
-        size = self.config.positives
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(fits.c.chunks_seen).where(self._key(fits, tenant, collection))
-            ).one_or_none()
-            if row is None:  # every figure starts at 0: not fitted yet
-                conn.execute(fits.insert().values(tenant=tenant, collection=collection))
-            seen = int(row.chunks_seen) if row is not None else 0
-            # Seeded by the collection and its size: the same ingests give the same sample
-            # (and so the same fit) on every replica and every run.
-            rng = random.Random(f"{self.seed}/{tenant}/{collection}/{seen}")
-            for chunk_id, doc_id, text in chunks:
-                seen += 1
-                slot = seen - 1 if seen <= size else rng.randrange(seen)
-                if slot >= size:
-                    continue
-                query = pseudo_query(text, rng)
-                if not query:
-                    continue
-                key = self._key(samples, tenant, collection) & (samples.c.slot == slot)
-                conn.execute(samples.delete().where(key))
-                conn.execute(
-                    samples.insert().values(
-                        tenant=tenant,
-                        collection=collection,
-                        slot=slot,
-                        chunk_id=chunk_id[:300],
-                        doc_id=doc_id[:256],
-                        query=query,
-                    )  # fmt: skip
-                )
+        for _ in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    return self._add_chunks(conn, tenant, collection, chunks)
+            except sa.exc.IntegrityError:
+                continue  # a concurrent first ingest created the row: claim it now
+        raise RuntimeError("calibration sample could not be written")  # pragma: no cover
+
+    def _add_chunks(
+        self,
+        conn: sa.Connection,
+        tenant: str,
+        collection: str,
+        chunks: Sequence[tuple[str, str, str]],
+    ) -> int:
+        # Concurrent ingests of one collection (the CLI keeps two batches in flight, replicas
+        # share the database) must not sample from the same count. Writing the collection's row
+        # first serialises them: SQLite takes its write lock, PostgreSQL locks the row; a
+        # first ingest racing another for a new row gets IntegrityError and is retried.
+        size, key = self.config.positives, self._key(fits, tenant, collection)
+        claimed = conn.execute(fits.update().where(key).values(chunks_seen=fits.c.chunks_seen))
+        if claimed.rowcount == 0:  # every figure starts at 0: not fitted yet
+            conn.execute(fits.insert().values(tenant=tenant, collection=collection))
+        seen = int(conn.execute(sa.select(fits.c.chunks_seen).where(key)).scalar_one())
+        # Seeded by the collection and its size: the same ingests give the same sample (and so
+        # the same fit) on every replica and every run.
+        rng = random.Random(f"{self.seed}/{tenant}/{collection}/{seen}")
+        for chunk_id, doc_id, text in chunks:
+            seen += 1
+            slot = seen - 1 if seen <= size else rng.randrange(seen)
+            if slot >= size:
+                continue
+            query = pseudo_query(text, rng)
+            if not query:
+                continue
+            in_slot = self._key(samples, tenant, collection) & (samples.c.slot == slot)
+            conn.execute(samples.delete().where(in_slot))
             conn.execute(
-                fits.update().where(self._key(fits, tenant, collection)).values(chunks_seen=seen)
+                samples.insert().values(
+                    tenant=tenant,
+                    collection=collection,
+                    slot=slot,
+                    chunk_id=chunk_id[:300],
+                    doc_id=doc_id[:256],
+                    query=query,
+                )  # fmt: skip
             )
+        conn.execute(fits.update().where(key).values(chunks_seen=seen))
         return seen
 
     def drop_documents(self, tenant: str, collection: str, doc_ids: Sequence[str]) -> None:

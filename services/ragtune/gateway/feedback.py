@@ -134,14 +134,24 @@ class RouterFeedback:
         """Feedback on one of ``tenant``'s answered requests; returns what it changed."""
         if not self.config.enabled:
             return []
+        for _ in range(3):
+            try:
+                return self._apply(tenant, request_id, rating, preferred)
+            except sa.exc.IntegrityError:
+                continue  # a concurrent feedback created the same offset row: move it now
+        raise RuntimeError("feedback could not be applied")  # pragma: no cover
+
+    def _apply(self, tenant: str, request_id: str, rating: int, preferred: str) -> list[Adjustment]:
+        # Feedback comes to any replica at any time. Each step writes before it reads, so
+        # concurrent ones serialise: the decision's row (the same request rated twice at once
+        # counts once) and each offset's row (two requests moving one threshold both count);
+        # SQLite takes its write lock at the first write, PostgreSQL locks the rows.
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(decisions).where(
-                    decisions.c.request_id == request_id, decisions.c.tenant == tenant
-                )
-            ).one_or_none()
-            if row is None:
+            mine = (decisions.c.request_id == request_id) & (decisions.c.tenant == tenant)
+            claimed = conn.execute(decisions.update().where(mine).values(path=decisions.c.path))
+            if claimed.rowcount == 0:
                 return []
+            row = conn.execute(sa.select(decisions).where(mine)).one()
             counted = conn.execute(
                 sa.select(history.c.id).where(history.c.request_id == request_id).limit(1)
             ).first()
@@ -156,24 +166,25 @@ class RouterFeedback:
 
     def _move(self, conn, tenant, scope, name, request_id, delta, reason) -> list[Adjustment]:
         key = (offsets.c.tenant == tenant) & (offsets.c.scope == scope) & (offsets.c.name == name)
-        before = conn.execute(sa.select(offsets.c.offset).where(key)).scalar_one_or_none()
+        # Claim the row before reading it: lock it, or create it at 0 (a concurrent first
+        # feedback on the same threshold then fails on the key and is retried, and reads ours).
+        if conn.execute(offsets.update().where(key).values(offset=offsets.c.offset)).rowcount == 0:
+            conn.execute(offsets.insert().values(tenant=tenant, scope=scope, name=name,
+                                                 offset=0.0, updated_unix_ms=0))  # fmt: skip
+        before = conn.execute(sa.select(offsets.c.offset).where(key)).scalar_one()
         limit = self.config.max_offset
-        after = round(max(-limit, min(limit, (before or 0.0) + delta)), 6)
+        after = round(max(-limit, min(limit, before + delta)), 6)
         return self._set(conn, tenant, scope, name, request_id, before, after, reason)
 
     def _set(
         self, conn, tenant, scope, name, request_id, before, after, reason
     ) -> list[Adjustment]:
-        if before is not None and abs(after - before) < 1e-9:
+        if abs(after - before) < 1e-9:
             return []  # at its bound already: nothing changed, nothing to log
         now = int(time.time() * 1000)
         key = (offsets.c.tenant == tenant) & (offsets.c.scope == scope) & (offsets.c.name == name)
-        if before is None:
-            conn.execute(offsets.insert().values(tenant=tenant, scope=scope, name=name,
-                                                 offset=after, updated_unix_ms=now))  # fmt: skip
-        else:
-            conn.execute(offsets.update().where(key).values(offset=after, updated_unix_ms=now))
-        change = Adjustment(tenant, scope, name, request_id, before or 0.0, after, reason, now)
+        conn.execute(offsets.update().where(key).values(offset=after, updated_unix_ms=now))
+        change = Adjustment(tenant, scope, name, request_id, before, after, reason, now)
         conn.execute(history.insert().values(**change.__dict__))
         return [change]
 

@@ -146,14 +146,14 @@ class Ledger:
 
     def add_feedback(self, tenant: str, request_id: str, rating: int, comment: str) -> str:
         """Store (or replace) the rating of one of ``tenant``'s requests; returns its path."""
+        mine = (requests.c.request_id == request_id) & (requests.c.tenant == tenant)
         with self.engine.begin() as conn:
-            path = conn.execute(
-                sa.select(requests.c.path).where(
-                    requests.c.request_id == request_id, requests.c.tenant == tenant
-                )
-            ).scalar_one_or_none()
-            if path is None:
+            # Write the request's row first: ratings of one request arriving at once (a retry,
+            # two replicas) then replace each other in turn instead of colliding on the key.
+            claimed = conn.execute(requests.update().where(mine).values(path=requests.c.path))
+            if claimed.rowcount == 0:
                 raise NotFound(f"no request {quote(request_id)} of this tenant in the ledger")
+            path = conn.execute(sa.select(requests.c.path).where(mine)).scalar_one()
             conn.execute(feedback.delete().where(feedback.c.request_id == request_id))
             conn.execute(
                 feedback.insert().values(
