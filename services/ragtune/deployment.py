@@ -56,12 +56,10 @@ def app_entry(
                 "num_replicas": 1,
                 "max_ongoing_requests": spec.max_ongoing,
                 **(
-                    {"max_queued_requests": spec.max_queued}
-                    if isinstance(spec, ServiceSpec)
-                    else {}
-                ),
-                **(
-                    {"health_check_period_s": spec.health_check_period_s}
+                    {
+                        "max_queued_requests": spec.max_queued,
+                        "health_check_period_s": spec.health_check_period_s,
+                    }
                     if isinstance(spec, ServiceSpec)
                     else {}
                 ),

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-import urllib.request
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ragtune.common.serving import QUEUE_FULL_RETRY_MS, RETRY_AFTER
 from ragtune.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.integration.conftest import TIGHT_GATEWAY
+from tests.integration.test_services_direct import metric_total, wait_for_metric
 
 pytestmark = pytest.mark.integration
+
+REFUSED = "ray_ragtune_rpc_requests_total"
+REFUSED_ROUTES = {"service": "gateway", "rpc": "Route", "code": "RESOURCE_EXHAUSTED"}
 
 WORDS = [
     "enzyme",
@@ -44,23 +46,9 @@ def _documents(count: int, words: int) -> list[gateway_pb2.Document]:
     ]
 
 
-def refused_routes(metrics_url: str) -> float:
-    """The gateways' Route calls refused with RESOURCE_EXHAUSTED, as Ray exports the counter."""
-    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "ray_ragtune_rpc_requests_total"
-        and sample.labels.get("service") == "gateway"
-        and sample.labels.get("rpc") == "Route"
-        and sample.labels.get("code") == "RESOURCE_EXHAUSTED"
-    )
-
-
 def test_a_busy_gateway_refuses_one_more_with_a_retry_hint(platform, demo):
     metadata = [("application", TIGHT_GATEWAY), ("authorization", f"Bearer {platform.acme_key}")]
-    refused_before = refused_routes(platform.metrics_url)
+    refused_before = metric_total(platform.metrics_url, REFUSED, **REFUSED_ROUTES)
     with grpc.insecure_channel(platform.target) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         ingest, route = stub.Ingest, stub.Route
@@ -93,13 +81,10 @@ def test_a_busy_gateway_refuses_one_more_with_a_retry_hint(platform, demo):
         # The work that held the slot completed, and the slot is free again.
         assert ingested.documents == 300 and ingested.chunks > 300
         assert route(question, metadata=metadata, timeout=60).explanation
-    # Counted where SREs look: the gateway's RPC counter, by code.
-    deadline = time.monotonic() + 30
-    while True:
-        refused_after = refused_routes(platform.metrics_url)
-        if refused_after - refused_before >= 5 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    # Counted where SREs look: the gateways' RPC counter, by code (pushed every second).
+    refused_after = wait_for_metric(
+        platform.metrics_url, REFUSED, refused_before + 5, timeout_s=30, **REFUSED_ROUTES
+    )
     assert refused_after - refused_before == 5
 
 

@@ -14,19 +14,22 @@ from ragtune.v1 import embedding_pb2, embedding_pb2_grpc, rerank_pb2, rerank_pb2
 pytestmark = pytest.mark.integration
 
 
-def metric_total(url: str, name: str) -> float:
+def metric_total(url: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == name
+        if sample.name == name and labels.items() <= sample.labels.items()
     )
 
 
-def wait_for_metric(url: str, name: str, at_least: float, timeout_s: float = 60) -> float:
+def wait_for_metric(
+    url: str, name: str, at_least: float, timeout_s: float = 60, **labels: str
+) -> float:
     deadline = time.monotonic() + timeout_s
-    while (value := metric_total(url, name)) < at_least and time.monotonic() < deadline:
+    while (value := metric_total(url, name, **labels)) < at_least and time.monotonic() < deadline:
         time.sleep(1)
     return value
 

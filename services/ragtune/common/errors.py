@@ -86,14 +86,19 @@ class ResourceExhausted(RagtuneError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class Overloaded(ResourceExhausted):
-    """The replica already handles as many requests as it is configured to: refused at once,
-    with when to retry (``retry-after-ms`` trailing metadata), instead of waiting in a queue
-    until the caller's deadline passes. A capacity problem: ``server_error`` in metrics."""
+class RetryLater(ResourceExhausted):
+    """A refusal that says when to try again; the gRPC edge sends it as ``retry-after-ms``
+    trailing metadata (``ragtune.common.serving``)."""
 
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class Overloaded(RetryLater):
+    """The replica already handles as many requests as it is configured to: refused at once
+    instead of waiting in a queue until the caller's deadline passes. A capacity problem:
+    ``server_error`` in metrics."""
 
 
 class DeadlineExceeded(RagtuneError):

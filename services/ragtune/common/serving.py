@@ -225,15 +225,15 @@ class Admission:
     (docs/security.md#quotas-rate-limits-and-backpressure). Counted on the replica's event
     loop: no lock."""
 
-    def __init__(self, limit: int | None, field: str = "max_in_flight") -> None:
-        self.limit, self.field, self.in_flight = limit, field, 0
+    def __init__(self, limit: int | None) -> None:
+        self.limit, self.in_flight = limit, 0
 
     @contextmanager
     def admit(self) -> Iterator[None]:
         if self.limit is not None and self.in_flight >= self.limit:
             raise Overloaded(
                 f"server busy: {self.in_flight} requests in flight on this replica, its "
-                f"{self.field} is {self.limit}; retry later",
+                f"max_in_flight is {self.limit}; retry later",
                 retry_after_s=QUEUE_FULL_RETRY_MS / 1000,
             )
         self.in_flight += 1
@@ -248,7 +248,8 @@ def _carries_retry_hint(exc: Exception, grpc_context: Any) -> bool:
     sends the trailing metadata a replica set only when the method returns: after an exception
     it sends the code and details and drops the trailers. So such a refusal is returned, not
     raised, once ``report_errors`` has put its code, details and hint on the context (and the
-    telemetry has counted it): the caller gets the same status, with its hint."""
+    telemetry has counted it): the caller gets the same status, with its hint. (A consumer
+    going away is GeneratorExit or CancelledError, not an Exception: never caught here.)"""
     return grpc_context is not None and retry_after_ms(exc) is not None
 
 
@@ -267,32 +268,23 @@ def _unary(name: str, takes_context: bool, response_type: str) -> Callable[..., 
         _trace: Mapping[str, str] | None = None,
         _metadata: Mapping[str, str] | None = None,
     ) -> Any:
+        headers = _headers(grpc_context, _trace)
         try:
-            return await _run(self, request, grpc_context, _trace, _metadata)
+            with (
+                self.telemetry.observe(name, headers) as span,
+                report_errors(grpc_context),
+                trace.use_span(span, end_on_exit=False),
+            ):
+                check_network_caller(self.public, grpc_context)
+                _refuse_malformed(request)
+                with self.admission.admit():
+                    return await _invoke(
+                        self.service, name, request, grpc_context, takes_context, _metadata
+                    )
         except Exception as exc:
             if _carries_retry_hint(exc, grpc_context):
-                return _empty(response_type)
+                return _empty(response_type)  # counted and on the context already
             raise
-
-    async def _run(
-        self: Any,
-        request: Any,
-        grpc_context: Any,
-        _trace: Mapping[str, str] | None,
-        _metadata: Mapping[str, str] | None,
-    ) -> Any:
-        headers = _headers(grpc_context, _trace)
-        with (
-            self.telemetry.observe(name, headers) as span,
-            report_errors(grpc_context),
-            trace.use_span(span, end_on_exit=False),
-        ):
-            check_network_caller(self.public, grpc_context)
-            _refuse_malformed(request)
-            with self.admission.admit():
-                return await _invoke(
-                    self.service, name, request, grpc_context, takes_context, _metadata
-                )
 
     rpc.__name__ = name
     return rpc
@@ -307,44 +299,31 @@ def _streaming(name: str, takes_context: bool) -> Callable[..., AsyncIterator[An
         _trace: Mapping[str, str] | None = None,
         _metadata: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Any]:
-        messages = _run(self, request, grpc_context, _trace, _metadata)
+        headers = _headers(grpc_context, _trace)
         try:
-            async for message in messages:
-                yield message
+            with (
+                self.telemetry.observe(name, headers) as span,
+                report_errors(grpc_context),
+                self.admission.admit(),
+            ):
+                check_network_caller(self.public, grpc_context)
+                _refuse_malformed(request)
+                stream = _invoke(
+                    self.service, name, request, grpc_context, takes_context, _metadata
+                ).__aiter__()
+                while True:
+                    # The span is current only while the service's code runs: a context
+                    # attached across a yield would leak into the consumer's.
+                    with trace.use_span(span, end_on_exit=False):
+                        try:
+                            message = await stream.__anext__()
+                        except StopAsyncIteration:
+                            break
+                    yield message
         except Exception as exc:
             if not _carries_retry_hint(exc, grpc_context):
                 raise
             # The stream ends here; its status and hint are on the context.
-        finally:
-            await messages.aclose()  # a consumer going away ends the RPC's own block now
-
-    async def _run(
-        self: Any,
-        request: Any,
-        grpc_context: Any,
-        _trace: Mapping[str, str] | None,
-        _metadata: Mapping[str, str] | None,
-    ) -> AsyncIterator[Any]:
-        headers = _headers(grpc_context, _trace)
-        with (
-            self.telemetry.observe(name, headers) as span,
-            report_errors(grpc_context),
-            self.admission.admit(),
-        ):
-            check_network_caller(self.public, grpc_context)
-            _refuse_malformed(request)
-            stream = _invoke(
-                self.service, name, request, grpc_context, takes_context, _metadata
-            ).__aiter__()
-            while True:
-                # The span is current only while the service's code runs: a context attached
-                # across a yield would leak into the consumer's.
-                with trace.use_span(span, end_on_exit=False):
-                    try:
-                        message = await stream.__anext__()
-                    except StopAsyncIteration:
-                        break
-                yield message
 
     rpc.__name__ = name
     return rpc
@@ -394,7 +373,7 @@ def ingress_class(
         setup_tracing(getattr(config, "telemetry", None) or TelemetryConfig(), service_name)
         self.telemetry = RpcTelemetry(service_name, package)
         self.service = factory(*args, **kwargs)
-        self.admission = Admission(getattr(self.service, "max_in_flight", None))
+        self.admission = Admission(getattr(config, "max_in_flight", None))
         await start_service(self.service)
         if hasattr(self.service, "report_gauges"):
             self._gauges = asyncio.get_running_loop().create_task(_report_gauges(self.service))

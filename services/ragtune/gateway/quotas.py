@@ -24,7 +24,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from pydantic import BaseModel, Field
 
-from ragtune.common.errors import ResourceExhausted
+from ragtune.common.errors import RetryLater
 
 
 class TenantQuota(BaseModel):
@@ -50,15 +50,11 @@ class QuotaConfig(BaseModel):
         return self.tenants.get(tenant, self.default)
 
 
-class QuotaExceeded(ResourceExhausted):
+class QuotaExceeded(RetryLater):
     """Over a rate limit or quota: the caller's doing (``client_error`` in metrics); carries
     when to retry, which the gRPC edge sends as ``retry-after-ms`` trailing metadata."""
 
     counts_as = "client_error"
-
-    def __init__(self, message: str, *, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass

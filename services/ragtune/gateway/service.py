@@ -68,8 +68,6 @@ class GatewayService:
         keys: KeyStore | None = None,
         ledger: Ledger | None = None,
     ) -> None:
-        # Read by the ingress wrapper (ragtune.common.serving.Admission).
-        self.max_in_flight = config.max_in_flight
         if config.rerank and rerank is None:
             raise ValueError("config.rerank is on but no rerank service was given")
         self.config = config

@@ -234,7 +234,8 @@ class VLLMEngine(Engine):
             dtype=self.dtype,
             enable_lora=True,
             max_lora_rank=self.max_lora_rank,
-            **{**one_worker_process_on_cpu(self.engine_kwargs), **self.engine_kwargs},
+            **self.engine_kwargs,
+            **one_worker_process_on_cpu(self.engine_kwargs),  # {} when engine_kwargs chose
         )
 
     def check_health(self) -> None:
