@@ -369,10 +369,11 @@ def _print_route_details(route) -> None:
     if route.HasField("cue"):
         cue = route.cue
         verdict = "passes" if cue.similarity >= cue.threshold else "below"
+        topic = f"; the collection {cue.topic_similarity:.2f}" if cue.topic_similarity else ""
         print(
             f"cue:   closest adapter {cue.adapter!r}: similarity {cue.similarity:.2f} to "
-            f"{cue.example!r} ({verdict} {cue.threshold:.2f}; counter-examples "
-            f"{cue.counter_similarity:.2f})"
+            f"{cue.example!r} ({verdict} {cue.threshold:.2f}; examples {cue.support:.2f} vs "
+            f"counter-examples {cue.counter_similarity:.2f}{topic})"
         )
 
 

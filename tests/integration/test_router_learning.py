@@ -125,6 +125,38 @@ def test_an_adapter_with_example_requests_is_found_by_a_new_phrasing(platform, d
             shutil.rmtree(poet, ignore_errors=True)
 
 
+EXPORT_DOCS = {
+    "export-format": "The export endpoint returns a key-value object for each device: its "
+    "serial number, firmware version and last check-in time.",
+    "export-merge": "When the key already exists in the export, the newer value replaces the "
+    "older one and the response says which keys were replaced.",
+    "export-retention": "Exports are kept for 30 days. The export endpoint needs an admin token.",
+}
+
+
+def test_a_question_about_what_an_adapter_does_is_not_a_request_for_it(platform):
+    """On a collection about an API that returns key-value objects, "What does the export
+    endpoint return when the key already exists?" reads like json-answer's example "return a
+    key-value object" (about 0.53); the collection's own text matches that part better, so
+    it is the topic: RAG, and the decision says why. Asking for the format still selects it."""
+    docs = [gateway_pb2.Document(doc_id=d, text=t) for d, t in EXPORT_DOCS.items()]
+    with platform.client() as client:
+        client.ingest("rt-export", docs)
+        about = client.route(
+            "What does the export endpoint return when the key already exists?",
+            collection="rt-export",
+        )
+        assert common_pb2.Path.Name(about.path) == "PATH_RAG", about.explanation
+        assert about.adapter == "" and "it is what the question is about" in about.explanation
+        assert about.cue.adapter == "json-answer"
+        assert about.cue.topic_similarity > about.cue.similarity >= about.cue.threshold
+        asked = client.route(
+            "How long are exports kept? Reply with a key-value object.", collection="rt-export"
+        )
+        assert asked.adapter == "json-answer", asked.explanation
+        assert 0 < asked.cue.topic_similarity < asked.cue.similarity
+
+
 def test_feedback_moves_the_collections_threshold_and_says_so(two_collections):
     client, *_ = two_collections
     question = f"How long is the warranty on the Atlas A2 robot arm? {PIRATE}"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from ragtune.gateway.calibration import (
     shipped_negatives,
 )
 from ragtune.gateway.config import CalibrationConfig, FeedbackConfig, RouterConfig
-from ragtune.gateway.cues import CueIndex, content_vector, question_parts
+from ragtune.gateway.cues import CueIndex, apply_cues, content_vector, question_parts
 from ragtune.gateway.feedback import Decision, RouterFeedback, planned
 from ragtune.gateway.policy import DefaultPolicy
 from ragtune.gateway.routing import AdapterCard, CueMatch, Evidence, Need, RouteRequest
@@ -143,6 +144,79 @@ def test_a_counter_example_keeps_a_mention_from_selecting_the_adapter():
     mention = index.match(np.stack([axis[3], unit([0.7, 0.72, 0, 0])]))[0]
     assert asked.part == 1 and asked.similarity > asked.counter_similarity
     assert mention.counter_similarity > mention.similarity
+
+
+def test_one_look_alike_counter_example_does_not_outvote_several_examples():
+    """ "In the voice of Blackbeard, explain X": the part is closest to the counter-example
+    "who was Blackbeard" (one look-alike) but close to two examples too; averaging each
+    side's two closest neighbours lets the examples win, where the single closest did not."""
+    axis = np.eye(4, dtype=np.float32)
+    examples = ("answer as Blackbeard", "in the voice of a sea dog", "use JSON")
+    card = AdapterCard("pirate", tone="pirate", examples=examples[:2],
+                       counter_examples=("who was Blackbeard", "piracy law"))  # fmt: skip
+    vectors = {
+        "answer as Blackbeard": unit([1, 0.8, 0, 0]),
+        "in the voice of a sea dog": unit([1, 0.5, 0, 0]),
+        "who was Blackbeard": unit([1, 1, 0, 0.05]),
+        "piracy law": axis[2],
+    }
+    part = unit([1, 1, 0, 0])
+    question = np.stack([axis[3], part])
+    single = CueIndex([card], vectors).match(question, neighbours=1)[0]
+    pair = CueIndex([card], vectors).match(question, neighbours=2)[0]
+    assert single.only_mentioned  # the one closest counter-example wins alone
+    assert not pair.only_mentioned and pair.example_support > pair.counter_similarity
+    assert pair.similarity == single.similarity  # the threshold still reads the closest example
+    policy = DefaultPolicy(RouterConfig())
+    assert policy.decide(request([pair]), Evidence(True, 0.05, 0.0, 8)).adapter == "pirate"
+    assert policy.decide(request([single]), Evidence(True, 0.05, 0.0, 8)).adapter == ""
+
+
+def test_a_part_the_collection_matches_better_than_the_example_is_the_topic():
+    """ "What does dict.setdefault return when the key exists?" reads like json-answer's
+    "return a key-value object" (0.61), and the Python reference's own text matches that part
+    better: the topic, not a request. The decision says so; a part the collection matches
+    worse still picks the adapter, and the check can be turned off."""
+    found = Evidence(True, 0.56, 0.1, 8)
+    topical = CueMatch("json-answer", 0.61, "return a key-value object", 0.2, topic_similarity=0.7)
+    route = DefaultPolicy(RouterConfig()).decide(request([topical]), found)
+    assert route.path_name == "RAG" and route.adapter == ""
+    assert "matches the collection better (0.70): it is what the question is about" in (
+        route.explanation
+    )
+    assert route.cue.topic_similarity == pytest.approx(0.7)
+    asked = replace(topical, topic_similarity=0.3)
+    assert DefaultPolicy(RouterConfig()).decide(request([asked]), found).path_name == "HYBRID"
+    off = RouterConfig(semantic_cues={"topic_check": False})
+    assert DefaultPolicy(off).decide(request([topical]), found).path_name == "HYBRID"
+
+
+def test_only_a_part_about_to_pick_an_adapter_is_searched():
+    """The topic search costs one search per cue that would select an adapter by similarity;
+    a question with no such part, or one a phrase already decides, searches nothing."""
+    axis = np.eye(4, dtype=np.float32)
+    card = AdapterCard("pirate", tone="pirate", examples=("Talk like a pirate.",))
+    index = CueIndex([card], {"Talk like a pirate.": axis[0]})
+    policy = DefaultPolicy(RouterConfig())
+    searched: list[list[int]] = []
+
+    async def topic(parts: list[int]) -> list[float | None]:
+        searched.append(parts)
+        return [0.9 for _ in parts]  # the collection matches every part better
+
+    def route(vectors, need=None):
+        asked = replace(request(need=need), registered={"pirate": card})
+        matched, vector = asyncio.run(apply_cues(policy, asked, index, vectors, topic=topic))
+        return policy.decide(matched, Evidence(True, 0.2, 0.0, 8)), vector
+
+    plain = np.stack([axis[3], axis[2]])
+    assert route(plain)[0].adapter == "" and searched == []  # nothing close to an example
+    cue = np.stack([axis[3], unit([1, 1, 0, 0])])  # similarity 0.71, the collection 0.9
+    decided, vector = route(cue)
+    assert searched == [[1]] and decided.adapter == ""  # searched, and the topic
+    assert np.array_equal(vector, cue[0])  # the probe searches the whole question
+    searched.clear()
+    assert route(cue, need=Need(tone="pirate"))[0].adapter == "pirate" and searched == []
 
 
 def test_the_probe_searches_the_question_without_its_instruction():

@@ -26,7 +26,13 @@ from ragtune.common.errors import RagtuneError
 from ragtune.evaluation.retrieval import EvalSettings, _corpus_vectors, _embedder
 from ragtune.gateway.calibration import Calibration, fit, measure, pseudo_query, shipped_negatives
 from ragtune.gateway.config import ChunkingConfig, RouterConfig
-from ragtune.gateway.cues import CueIndex, apply_cues, example_texts, question_parts
+from ragtune.gateway.cues import (
+    CueIndex,
+    TopicScores,
+    apply_cues,
+    example_texts,
+    question_parts,
+)
 from ragtune.gateway.policy import DefaultPolicy
 from ragtune.gateway.routing import AdapterCard, Evidence, RouteRequest
 from ragtune.v1 import common_pb2
@@ -100,6 +106,15 @@ class Collection:
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(np.asarray(vectors, dtype=np.float32), min(k, self.index.ntotal))
+
+    def topic(self, vectors: np.ndarray) -> TopicScores:
+        """The gateway's search of a cue's part (``cues.apply_cues``), on this collection."""
+
+        async def scores(parts: list[int]) -> list[float | None]:
+            best, _ = self.search(vectors[parts], 1)
+            return [float(s) for s in best[:, 0]]
+
+        return scores
 
     def calibrate(self, config: RouterConfig, seed: int = 0) -> Calibration | None:
         """What the gateway's calibration fits for this collection (its chunks sampled at
@@ -191,7 +206,9 @@ def prepare(items: list[dict], config: RouterConfig, settings: RoutingSettings) 
         vectors = collection.embed([item["question"], *parts])  # one call, as the gateway's
         vector = vectors[0]
         if use_cues:  # as AnswerPipeline._decide: match the cues, search without the cue
-            request, vector = apply_cues(policy, request, index, vectors)
+            request, vector = asyncio.run(
+                apply_cues(policy, request, index, vectors, topic=collection.topic(vectors))
+            )
         scores, _ = collection.search(vector.reshape(1, -1), config.probe.top_k)
         requests.append(request)
         evidence.append(_evidence(scores[0], fitted))

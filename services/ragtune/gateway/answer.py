@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -85,6 +85,12 @@ class Work:
     uses: list[StageUse] = field(default_factory=list)
 
     def add(self, stage: str, busy_ms: float, tokens: int) -> None:
+        """Busy time and tokens of a stage; one entry per stage (the probe's searches and
+        the cue's topic searches are one ``retrieve``)."""
+        for n, use in enumerate(self.uses):
+            if use.stage == stage:
+                self.uses[n] = StageUse(stage, use.busy_ms + busy_ms, use.tokens + tokens)
+                return
         self.uses.append(StageUse(stage, busy_ms, tokens))
 
 
@@ -213,7 +219,7 @@ class AnswerPipeline:
         timings: Timings,
         work: Work,
         parts: list[str] | None = None,
-        choose: Callable[[np.ndarray], np.ndarray] | None = None,
+        choose: Callable[[np.ndarray], Awaitable[np.ndarray]] | None = None,
     ) -> FirstStage:
         """The probe's search; ``parts`` of the question are embedded in the same call (for
         the semantic cues), and ``choose`` picks the vector searched from all of them."""
@@ -231,7 +237,7 @@ class AnswerPipeline:
         search = retrieval_pb2.SearchRequest(
             tenant=tenant,
             collection=collection,
-            query_vector=(choose(vectors) if choose else vectors[0]).tolist(),
+            query_vector=(await choose(vectors) if choose else vectors[0]).tolist(),
             query_text=request.question,
             top_k=k,
             filter=dict(request.filter),
@@ -255,6 +261,32 @@ class AnswerPipeline:
             dense_scores=list(found.dense_scores),
             vectors=vectors,
         )
+
+    async def _best_score(
+        self,
+        tenant: str,
+        collection: str,
+        vector: np.ndarray,
+        request: gateway_pb2.AnswerRequest,
+        work: Work,
+    ) -> float | None:
+        """The collection's best dense score for ``vector`` (None: no such collection)."""
+        search = retrieval_pb2.SearchRequest(
+            tenant=tenant,
+            collection=collection,
+            query_vector=vector.tolist(),
+            top_k=1,
+            filter=dict(request.filter),
+            mode=retrieval_pb2.SEARCH_MODE_DENSE,
+        )
+        try:
+            found = await self.retrieval.search(search)
+        except Exception as exc:
+            if not isinstance(unwrap(exc), NotFound):
+                raise
+            return None
+        work.add("retrieve", found.busy_ms, 0)
+        return found.hits[0].score if found.hits else None
 
     async def _passages(
         self,
@@ -330,13 +362,33 @@ class AnswerPipeline:
         index = await self.cue_index(route_request.registered) if cues else None
         adapter_offsets = {name: v for (scope, name), v in offsets.items() if scope == "adapter"}
 
-        def with_cues(vectors: np.ndarray) -> np.ndarray:
+        async def with_cues(vectors: np.ndarray) -> np.ndarray:
             """Match the cues; the probe searches the question without a matched instruction."""
             nonlocal route_request
             if index is None:
                 return vectors[0]
-            route_request, vector = apply_cues(
-                self.policy, route_request, index, vectors, adapter_offsets
+
+            async def topic(parts: list[int]) -> list[float | None]:
+                """Each part's best dense score in the collection, searched at once."""
+                with timings.stage("cue_search"):
+                    return list(
+                        await asyncio.gather(
+                            *(
+                                self._best_score(
+                                    principal.tenant, collection, vectors[n], request, work
+                                )
+                                for n in parts
+                            )
+                        )
+                    )
+
+            route_request, vector = await apply_cues(
+                self.policy,
+                route_request,
+                index,
+                vectors,
+                adapter_offsets,
+                topic if self.policy.wants_evidence(route_request) else None,
             )
             return vector
 
@@ -347,7 +399,8 @@ class AnswerPipeline:
             )
         elif cues:  # the probe is off: the cues still need the question embedded
             with timings.stage("embed"):
-                with_cues(await self.embed_texts([request.question, *parts]))
+                vectors = await self.embed_texts([request.question, *parts])
+            await with_cues(vectors)
         evidence = first.evidence(probe_k) if first else None
         if evidence is not None and evidence.collection_exists:
             fitted = (

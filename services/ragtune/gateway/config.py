@@ -98,6 +98,17 @@ class SemanticCueConfig(BaseModel):
     min_margin: float = Field(
         default=0.0, ge=0, description="How much closer to an example than to a counter-example."
     )
+    neighbours: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Closest examples and counter-examples a part's comparison averages over.",
+    )
+    topic_check: bool = Field(
+        default=True,
+        description="Search a part about to pick an adapter: the collection matching it better "
+        "than the example makes it the question's topic, not a request.",
+    )
 
 
 class FeedbackConfig(BaseModel):

@@ -14,7 +14,7 @@ keep a look-alike from selecting the adapter.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -87,34 +87,46 @@ class CueIndex:
         return bool(self.names)
 
     def match(
-        self, vectors: np.ndarray, offsets: dict[str, float] | None = None
+        self,
+        vectors: np.ndarray,
+        offsets: dict[str, float] | None = None,
+        neighbours: int = 1,
     ) -> tuple[CueMatch, ...]:
-        """Per adapter, the best similarity of any of ``vectors`` (the question and its parts,
-        unit-normalised) to its examples and to its counter-examples; best first."""
+        """Per adapter, the part of ``vectors`` (the question and its parts, unit-normalised)
+        closest to one of its examples, with that part's mean similarity to its
+        ``neighbours`` closest examples and to as many closest counter-examples; best first.
+        Comparing a few neighbours on each side keeps one look-alike counter-example ("who was
+        Blackbeard") from outvoting several examples ("answer as Blackbeard", "in the voice
+        of a salty sea dog"), and one look-alike example from outvoting the counter-examples."""
         if not self.names or len(vectors) == 0:
             return ()
         sims = vectors @ self.examples.T  # parts x examples
-        best_part = sims.argmax(axis=0)
-        best_per_example = sims.max(axis=0)
         counter = vectors @ self.counters.T if len(self.counters) else np.zeros((len(vectors), 0))
         found = []
         for n, name in enumerate(self.names):
-            mine = np.flatnonzero(self.owners == n)
-            top = mine[int(np.argmax(best_per_example[mine]))]
-            part = int(best_part[top])
-            theirs = np.flatnonzero(self.counter_owners == n)
+            mine = sims[:, self.owners == n]
+            part = int(mine.max(axis=1).argmax())
+            row = mine[part]
+            theirs = counter[part, self.counter_owners == n]
             found.append(
                 CueMatch(
                     name,
-                    float(best_per_example[top]),
-                    self.texts[top],
-                    # the same part's closeness to a counter-example: does *it* only mention?
-                    float(counter[part, theirs].max()) if len(theirs) else 0.0,
+                    float(row.max()),
+                    self.texts[int(np.flatnonzero(self.owners == n)[int(row.argmax())])],
+                    _mean_of_closest(theirs, neighbours),
                     (offsets or {}).get(name, 0.0),
                     part,
+                    support=_mean_of_closest(row, neighbours),
                 )
             )
         return tuple(sorted(found, key=lambda m: -m.similarity))
+
+
+def _mean_of_closest(similarities: np.ndarray, k: int) -> float:
+    if len(similarities) == 0:
+        return 0.0
+    k = min(k, len(similarities))
+    return float(np.partition(similarities, len(similarities) - k)[-k:].mean())
 
 
 def example_texts(cards: Iterable[AdapterCard]) -> list[str]:
@@ -123,17 +135,44 @@ def example_texts(cards: Iterable[AdapterCard]) -> list[str]:
     return sorted({t for card in cards for t in (*card.examples, *card.counter_examples)})
 
 
-def apply_cues(
+# The collection's best score for each of these parts (indices into the embedded texts);
+# None where there is no collection to search.
+TopicScores = Callable[[list[int]], Awaitable[list[float | None]]]
+
+
+async def apply_cues(
     policy: Any,
     request: RouteRequest,
     index: CueIndex,
     vectors: np.ndarray,
     offsets: dict[str, float] | None = None,
+    topic: TopicScores | None = None,
 ) -> tuple[RouteRequest, np.ndarray]:
     """``request`` with its cues matched from ``vectors`` (the question's, then its parts'),
     and the vector the probe searches: the question without the instruction the policy will
-    follow (its ``probe_cue``), so the gateway, the evaluation and the benchmark agree."""
-    request = replace(request, cues=index.match(vectors, offsets))
+    follow (its ``probe_cue``), so the gateway, the evaluation and the benchmark agree.
+
+    ``topic`` searches the collection with some of the parts and returns each one's best
+    score. The parts that would select an adapter by
+    similarity alone (``policy.topic_candidates``) are searched, all in one round: a part the
+    collection matches better than the example is the question's topic ("What does
+    dict.setdefault return" reads like "return a key-value object" to MiniLM, and more like
+    the reference's own text), and does not select the adapter (``CueMatch.topical``)."""
+    cue_config = getattr(getattr(policy, "config", None), "semantic_cues", None)
+    neighbours = cue_config.neighbours if cue_config is not None else 1
+    request = replace(request, cues=index.match(vectors, offsets, neighbours))
+    find = getattr(policy, "topic_candidates", None)
+    candidates = find(request) if topic is not None and find is not None else []
+    if topic is not None and candidates:
+        parts = sorted({c.part for c in candidates})
+        scores = dict(zip(parts, await topic(parts), strict=True))
+        request = replace(
+            request,
+            cues=tuple(
+                replace(c, topic_similarity=scores[c.part]) if c in candidates else c
+                for c in request.cues
+            ),
+        )
     probe_cue = getattr(policy, "probe_cue", None)
     cue = probe_cue(request) if probe_cue is not None else None
     return request, content_vector(vectors, cue.part) if cue is not None else vectors[0]

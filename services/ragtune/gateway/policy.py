@@ -33,12 +33,6 @@ TUNED: int = common_pb2.PATH_TUNED
 HYBRID: int = common_pb2.PATH_HYBRID
 
 
-def _only_mentioned(cue: CueMatch) -> bool:
-    """Whether the question's part closest to an adapter's example requests is closer still to
-    its counter-examples (requests that mention the thing without asking for it)."""
-    return cue.counter_similarity > cue.similarity
-
-
 class DefaultPolicy:
     def __init__(self, config: RouterConfig, stats: PathStats | None = None) -> None:
         self.config = config
@@ -123,6 +117,18 @@ class DefaultPolicy:
         """Similarity an adapter's examples need, moved by feedback on the adapter."""
         return self.config.semantic_cues.min_similarity + cue.offset
 
+    def _similar(self, request: RouteRequest, cue: CueMatch) -> bool:
+        """Whether ``cue`` reads like a request for its adapter: close enough to an example,
+        closer to the examples than to the counter-examples, and (when it was searched) not
+        closer to the collection's text than to the example."""
+        return (
+            cue.adapter in request.registered
+            and request.may_use(cue.adapter)
+            and cue.similarity >= self.cue_threshold(cue)
+            and cue.example_support - cue.counter_similarity >= self.config.semantic_cues.min_margin
+            and not (self.config.semantic_cues.topic_check and cue.topical)
+        )
+
     def _by_cue(self, request: RouteRequest) -> tuple[AdapterCard | None, CueMatch | None]:
         """The usable adapter the question reads like, if any passes its threshold; and the
         closest usable match either way (reported in the decision)."""
@@ -131,12 +137,34 @@ class DefaultPolicy:
             if cue.adapter not in request.registered or not request.may_use(cue.adapter):
                 continue
             closest = closest or cue
-            if (
-                cue.similarity >= self.cue_threshold(cue)
-                and cue.similarity - cue.counter_similarity >= self.config.semantic_cues.min_margin
-            ):
+            if self._similar(request, cue):
                 return request.registered[cue.adapter], cue
         return None, closest
+
+    def _asked(self, request: RouteRequest) -> tuple[AdapterCard | None, CueMatch | None, bool]:
+        """The usable adapter the request's fields or a phrase ask for, its cue, and whether
+        the phrase is only mentioned: it names the thing ("JSON", "pirate") in a part of the
+        question closer to the adapter's counter-examples than to its examples."""
+        need = request.need
+        card = next((c for c in request.usable if need.met_by(c)), None) if need else None
+        cue = next((c for c in request.cues if card and c.adapter == card.name), None)
+        return card, cue, cue is not None and not need.explicit and cue.only_mentioned
+
+    def topic_candidates(self, request: RouteRequest) -> list[CueMatch]:
+        """The cues that would pick an adapter by similarity if the collection did not match
+        their part better (``CueMatch.topical``): the parts worth one search of the
+        collection. None when the policy will not read the semantic cues."""
+        if (
+            not self.config.semantic_cues.topic_check
+            or request.path != common_pb2.PATH_AUTO
+            or request.adapter
+            or request.need.explicit
+        ):
+            return []
+        card, _, mentioned = self._asked(request)
+        if card is not None and not mentioned:
+            return []  # a phrase decides
+        return [c for c in request.cues if c.topic_similarity is None and self._similar(request, c)]
 
     def _behaviour(
         self, request: RouteRequest
@@ -147,16 +175,13 @@ class DefaultPolicy:
         cue is the chosen adapter's, or the closest one when none was chosen."""
         need, notes = request.need, []
         if need:
-            matches = [c for c in request.usable if need.met_by(c)]
-            card = matches[0] if matches else None
-            cue = next((c for c in request.cues if card and c.adapter == card.name), None)
-            if card is not None and cue is not None and not need.explicit and _only_mentioned(cue):
-                # The phrase names the thing ("JSON", "pirate") in a part of the question that
-                # is closer to the adapter's counter-examples than to its examples: it is
-                # talked about, not asked for. The semantic cues decide instead.
+            card, cue, mentioned = self._asked(request)
+            if card is not None and cue is not None and mentioned:
+                # Talked about, not asked for: the semantic cues decide instead.
                 notes.append(
                     f"{need.describe()} is only mentioned (closer to {card.name!r}'s "
-                    f"counter-examples, {cue.counter_similarity:.2f}, than to its examples)"
+                    f"counter-examples, {cue.counter_similarity:.2f}, than to its examples, "
+                    f"{cue.example_support:.2f})"
                 )
                 need = Need()
             elif card is not None:
@@ -171,6 +196,13 @@ class DefaultPolicy:
                     f"no adapter this tenant may use declares {need.describe()}"
                 )
         found, cue = self._by_cue(request)
+        topic = next((c for c in request.cues if c.topical), None) if found is None else None
+        if topic is not None and topic.similarity >= self.cue_threshold(topic):
+            notes.append(
+                f"the part that reads like {topic.adapter!r}'s example {topic.example!r} "
+                f"({topic.similarity:.2f}) matches the collection better "
+                f"({topic.topic_similarity:.2f}): it is what the question is about"
+            )
         if found is not None and cue is not None:
             return (
                 found,

@@ -60,11 +60,29 @@ class CueMatch:
     """The adapter whose example requests a part of the question is most similar to."""
 
     adapter: str
-    similarity: float
+    similarity: float  # the part's closest example
     example: str
-    counter_similarity: float
+    counter_similarity: float  # mean over the part's closest counter-examples
     offset: float = 0.0  # feedback on this adapter's cue threshold
     part: int = 0  # which of the embedded texts matched: 0 the whole question, else a part
+    support: float | None = None  # mean over the part's closest examples (None: similarity)
+    topic_similarity: float | None = None  # the part's best score in the collection, if searched
+
+    @property
+    def example_support(self) -> float:
+        return self.similarity if self.support is None else self.support
+
+    @property
+    def only_mentioned(self) -> bool:
+        """The part is closer to the adapter's counter-examples (requests that mention the
+        thing without asking for it) than to its examples."""
+        return self.counter_similarity > self.example_support
+
+    @property
+    def topical(self) -> bool:
+        """The collection matches the part better than the example does: it is what the
+        question is about, not how it wants the answer."""
+        return self.topic_similarity is not None and self.topic_similarity > self.similarity
 
     def to_pb(self, threshold: float) -> common_pb2.CueMatch:
         return common_pb2.CueMatch(
@@ -73,6 +91,8 @@ class CueMatch:
             example=self.example,
             threshold=threshold,
             counter_similarity=self.counter_similarity,
+            support=self.example_support,
+            topic_similarity=self.topic_similarity or 0.0,
         )
 
 

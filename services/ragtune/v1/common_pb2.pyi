@@ -63,18 +63,22 @@ class RetrievalProbe(_message.Message):
     def __init__(self, top_score: _Optional[float] = ..., margin: _Optional[float] = ..., confident: _Optional[bool] = ..., ms: _Optional[float] = ..., probability: _Optional[float] = ..., threshold: _Optional[float] = ..., calibrated: _Optional[bool] = ..., feedback_offset: _Optional[float] = ...) -> None: ...
 
 class CueMatch(_message.Message):
-    __slots__ = ("adapter", "similarity", "example", "threshold", "counter_similarity")
+    __slots__ = ("adapter", "similarity", "example", "threshold", "counter_similarity", "support", "topic_similarity")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     COUNTER_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     similarity: float
     example: str
     threshold: float
     counter_similarity: float
-    def __init__(self, adapter: _Optional[str] = ..., similarity: _Optional[float] = ..., example: _Optional[str] = ..., threshold: _Optional[float] = ..., counter_similarity: _Optional[float] = ...) -> None: ...
+    support: float
+    topic_similarity: float
+    def __init__(self, adapter: _Optional[str] = ..., similarity: _Optional[float] = ..., example: _Optional[str] = ..., threshold: _Optional[float] = ..., counter_similarity: _Optional[float] = ..., support: _Optional[float] = ..., topic_similarity: _Optional[float] = ...) -> None: ...
 
 class StageCost(_message.Message):
     __slots__ = ("stage", "worker", "busy_ms", "tokens", "micro_usd")
