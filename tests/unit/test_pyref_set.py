@@ -9,16 +9,23 @@ import pytest
 import yaml
 
 from ragtune.evaluation import pyref_set, routing_set
-from ragtune.resources import EXAMPLES, ROUTING_DIR
+from ragtune.resources import EXAMPLES, ROUTING_DIR, ROUTING_PYREF_FRESH_DIR
 
 FOLDER = EXAMPLES / "routing-pyref"
+# pyref-fresh: new questions on pyref's corpus, same builder and framework.
+FOLDERS = [pytest.param(FOLDER, id="pyref"), pytest.param(ROUTING_PYREF_FRESH_DIR, id="fresh")]
 SOURCE_PYTHON = (3, 11, 7)  # the corpus's pydoc_data (README.md)
 SIGNALS = {"output_format", "tone", "task", "require_citations", "freshness_sensitive"}
 
 
+@pytest.fixture(scope="module", params=FOLDERS)
+def folder(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def items():
-    return routing_set.read(FOLDER / "requests.jsonl")
+def items(folder):
+    return routing_set.read(folder / "requests.jsonl")
 
 
 def test_requests_follow_the_routing_set_schema(items):
@@ -43,20 +50,22 @@ def test_every_kind_has_its_frameworks_path(items):
         assert pyref_set.EXPECTED[item["kind"]] == item["expected_path"]
 
 
-def test_kinds_have_the_planned_sizes(items):
+def test_kinds_have_the_planned_sizes(items, folder):
     counts = {kind: sum(1 for i in items if i["kind"] == kind) for kind in pyref_set.EXPECTED}
     assert all(n >= 5 for n in counts.values()), counts
-    questions = yaml.safe_load((FOLDER / "questions.yaml").read_text())
+    questions = yaml.safe_load((folder / "questions.yaml").read_text())
     off = [e for kind, es in questions.items() if kind.startswith("off") for e in es]
     near = [e for e in off if isinstance(e, dict) and e.get("near")]
     assert len(near) * 3 >= len(off)  # at least a third of off-corpus questions near-domain
 
 
-def test_no_question_comes_from_the_scifact_set(items):
+def test_no_question_comes_from_another_set(items, folder):
     def norm(text):
         return " ".join(text.lower().split())
 
-    theirs = {norm(i["question"]) for i in routing_set.read(ROUTING_DIR / "requests.jsonl")}
+    others = [ROUTING_DIR, FOLDER, ROUTING_PYREF_FRESH_DIR]
+    theirs = {norm(i["question"]) for other in others if other != folder
+              for i in routing_set.read(other / "requests.jsonl")}  # fmt: skip
     theirs |= {norm(q) for q in (ROUTING_DIR / "off-corpus-questions.txt").read_text().splitlines()}
     assert not [i["question"] for i in items if norm(i["question"]) in theirs]
     for item in items:  # nor a SciFact question wrapped in a behaviour phrase
@@ -64,6 +73,11 @@ def test_no_question_comes_from_the_scifact_set(items):
 
 
 def test_the_builder_reproduces_the_shipped_files(tmp_path):
+    fresh = ROUTING_PYREF_FRESH_DIR
+    (tmp_path / "questions.yaml").write_bytes((fresh / "questions.yaml").read_bytes())
+    pyref_set.build(tmp_path, name="pyref-fresh", corpus=False)  # its corpus is pyref's
+    assert (tmp_path / "requests.jsonl").read_bytes() == (fresh / "requests.jsonl").read_bytes()
+    assert not (tmp_path / "corpus.jsonl").exists()
     (tmp_path / "questions.yaml").write_bytes((FOLDER / "questions.yaml").read_bytes())
     pyref_set.build(tmp_path)
     shipped = FOLDER / "requests.jsonl"

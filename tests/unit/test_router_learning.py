@@ -24,7 +24,7 @@ from ragtune.gateway.cues import CueIndex, apply_cues, content_vector, question_
 from ragtune.gateway.feedback import Decision, RouterFeedback, planned
 from ragtune.gateway.policy import DefaultPolicy
 from ragtune.gateway.routing import AdapterCard, CueMatch, Evidence, Need, RouteRequest
-from ragtune.resources import ROUTING_DIR, ROUTING_PYREF_DIR
+from ragtune.resources import ROUTING_DIR, ROUTING_PYREF_DIR, ROUTING_PYREF_FRESH_DIR
 from ragtune.v1 import common_pb2
 
 
@@ -108,7 +108,7 @@ def test_the_shipped_negatives_are_no_evaluation_question():
     """Calibration must not see what the routing sets score the router on."""
     negatives = {q.lower() for q in shipped_negatives()}
     assert len(negatives) >= 100
-    evaluated = {json.loads(line)["question"].lower() for folder in (ROUTING_DIR, ROUTING_PYREF_DIR)
+    evaluated = {json.loads(line)["question"].lower() for folder in (ROUTING_DIR, ROUTING_PYREF_DIR, ROUTING_PYREF_FRESH_DIR)
                  for line in (folder / "requests.jsonl").read_text().splitlines()}  # fmt: skip
     evaluated |= {
         q.lower() for q in (ROUTING_DIR / "off-corpus-questions.txt").read_text().splitlines()

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ragtune.resources import ROUTING_DIR, ROUTING_PYREF_DIR
+from ragtune.resources import ROUTING_DIR, ROUTING_PYREF_DIR, ROUTING_PYREF_FRESH_DIR
 
 # Relative to the working folder: a checkout has the shared datasets beside it.
 DEFAULT_BEIR = Path("..") / "shared" / "datasets" / "scifact"
@@ -77,6 +77,7 @@ def _routing_sets(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
     sets = {
         "scifact": (ROUTING_DIR / "requests.jsonl", DEFAULT_BEIR),
         "pyref": (ROUTING_PYREF_DIR / "requests.jsonl", ROUTING_PYREF_DIR),
+        "pyref-fresh": (ROUTING_PYREF_FRESH_DIR / "requests.jsonl", ROUTING_PYREF_DIR),
     }
     chosen = sorted(sets) if args.set == "all" else [args.set]
     return [(name, *sets[name]) for name in chosen]
@@ -212,10 +213,11 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--set",
-        choices=["scifact", "pyref", "all"],
+        choices=["scifact", "pyref", "pyref-fresh", "all"],
         default="all",
-        help="shipped set(s) to score: SciFact claims vs everyday questions, and the Python "
-        "Language Reference set no threshold was fitted on (default: both)",
+        help="shipped set(s) to score: SciFact claims vs everyday questions; the Python "
+        "Language Reference set no threshold was fitted on; new questions on that corpus "
+        "written after the router's last change (default: all three)",
     )
     p.add_argument("--dataset", help="your own labelled requests (JSONL) instead of --set")
     p.add_argument("--split", default="test", choices=["train", "test"])

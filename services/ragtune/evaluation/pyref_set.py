@@ -114,8 +114,9 @@ def build_corpus(topics: dict[str, str], max_chars: int = MAX_CHARS) -> list[dic
     return docs
 
 
-def build_requests(questions: dict[str, list]) -> list[dict]:
-    """The routing requests, in file order, from ``questions.yaml``'s kind -> questions."""
+def build_requests(questions: dict[str, list], name: str = "pyref") -> list[dict]:
+    """The routing requests, in file order, from ``questions.yaml``'s kind -> questions; ids
+    are ``NAME-0000`` on."""
     unknown = set(questions) - set(EXPECTED)
     if unknown:
         raise ValueError(f"unknown kinds in questions file: {sorted(unknown)}")
@@ -133,7 +134,7 @@ def build_requests(questions: dict[str, list]) -> list[dict]:
             signals.update(routing_set.rule_signals(kind))
             items.append(
                 {
-                    "id": f"pyref-{len(items):04d}",
+                    "id": f"{name}-{len(items):04d}",
                     "split": "test",
                     "kind": kind,
                     "question": " ".join(str(entry["q"]).split()),
@@ -165,14 +166,19 @@ def write_jsonl(records: list[dict], out: Path) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def build(folder: Path, topics: dict[str, str] | None = None) -> tuple[list[dict], list[dict]]:
-    """Write ``corpus.jsonl`` and ``requests.jsonl`` into ``folder`` (which holds
-    ``questions.yaml``); ``topics`` defaults to the running Python's ``pydoc_data``."""
-    if topics is None:
-        from pydoc_data.topics import topics
-    docs = build_corpus(topics)
-    items = build_requests(yaml.safe_load((folder / "questions.yaml").read_text()))
-    write_jsonl(docs, folder / "corpus.jsonl")
+def build(
+    folder: Path, topics: dict[str, str] | None = None, name: str = "pyref", corpus: bool = True
+) -> tuple[list[dict], list[dict]]:
+    """Write ``requests.jsonl`` into ``folder`` (which holds ``questions.yaml``), and with
+    ``corpus`` its ``corpus.jsonl``; ``topics`` defaults to the running Python's
+    ``pydoc_data``."""
+    docs = []
+    if corpus:
+        if topics is None:
+            from pydoc_data.topics import topics
+        docs = build_corpus(topics)
+        write_jsonl(docs, folder / "corpus.jsonl")
+    items = build_requests(yaml.safe_load((folder / "questions.yaml").read_text()), name)
     routing_set.write(items, folder / "requests.jsonl")
     return docs, items
 
@@ -189,11 +195,19 @@ def main(argv: list[str] | None = None) -> int:
         "folder", nargs="?", type=Path, default=EXAMPLES / "routing-pyref",
         help="folder holding questions.yaml (default: the shipped routing-pyref)",
     )  # fmt: skip
+    parser.add_argument(
+        "--requests-only", action="store_true",
+        help="write requests.jsonl only: the questions are about routing-pyref's corpus "
+        "(as routing-pyref-fresh's are)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    docs, items = build(args.folder)
+    name = args.folder.name.removeprefix("routing-")
+    docs, items = build(args.folder, name=name, corpus=not args.requests_only)
     version = sys.version.split()[0]
-    print(f"{len(docs)} documents (Python {version} reference topics), {len(items)} requests")
-    print(f"-> {args.folder / 'corpus.jsonl'}, {args.folder / 'requests.jsonl'}")
+    if docs:
+        print(f"{len(docs)} documents (Python {version} reference topics) -> "
+              f"{args.folder / 'corpus.jsonl'}")  # fmt: skip
+    print(f"{len(items)} requests -> {args.folder / 'requests.jsonl'}")
     return 0
 
 
