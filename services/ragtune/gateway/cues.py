@@ -153,11 +153,11 @@ async def apply_cues(
     follow (its ``probe_cue``), so the gateway, the evaluation and the benchmark agree.
 
     ``topic`` searches the collection with some of the parts and returns each one's best
-    score. The parts that would select an adapter by
-    similarity alone (``policy.topic_candidates``) are searched, all in one round: a part the
-    collection matches better than the example is the question's topic ("What does
-    dict.setdefault return" reads like "return a key-value object" to MiniLM, and more like
-    the reference's own text), and does not select the adapter (``CueMatch.topical``)."""
+    score. The parts that would select an adapter by similarity alone
+    (``policy.topic_candidates``) are searched, all in one round: a part the collection matches
+    better than the example is the question's topic ("What does dict.setdefault return" reads
+    like "return a key-value object" to MiniLM, and more like the reference's own text), and
+    does not select the adapter (``CueMatch.topical``)."""
     cue_config = getattr(getattr(policy, "config", None), "semantic_cues", None)
     neighbours = cue_config.neighbours if cue_config is not None else 1
     request = replace(request, cues=index.match(vectors, offsets, neighbours))

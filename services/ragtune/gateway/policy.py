@@ -153,7 +153,8 @@ class DefaultPolicy:
     def topic_candidates(self, request: RouteRequest) -> list[CueMatch]:
         """The cues that would pick an adapter by similarity if the collection did not match
         their part better (``CueMatch.topical``): the parts worth one search of the
-        collection. None when the policy will not read the semantic cues."""
+        collection. Empty when the semantic cues will not be read (a field, a named adapter
+        or path, a phrase that decides)."""
         if (
             not self.config.semantic_cues.topic_check
             or request.path != common_pb2.PATH_AUTO
