@@ -64,7 +64,8 @@ def test_two_collections_get_their_own_thresholds_and_both_route_correctly(two_c
         f"thresholds: handbook {handbook.probe.threshold:.4f}, scifact {scifact.probe.threshold:.4f}"
     )
     # Biomedical abstracts sit closer to everyday questions than a company handbook does
-    # (measured 0.348 and 0.284; fits are deterministic for the same ingests).
+    # (measured 0.348 and 0.284, later 0.325 and 0.284: the reservoir sample depends on the
+    # order in which the ingest's concurrent batches land).
     assert scifact.probe.threshold > handbook.probe.threshold + 0.02
     handbook_question = f"How long is the warranty on the Atlas A2 robot arm? {PIRATE}"
     route = client.route(handbook_question, collection="rt-handbook")

@@ -277,6 +277,27 @@ def test_every_reply_carries_a_cost_and_the_ledger_adds_up(gateway):
     )
 
 
+def test_a_cue_part_is_searched_once_and_billed_with_the_probe(gateway):
+    """A part about to pick an adapter by similarity ("Speak like an old sea captain") costs
+    one more search of the collection (the topic check) before the probe's; the decision
+    carries its score, the reply one timing for it and one `retrieve` cost entry for both."""
+    gateway.recorder.calls.clear()
+    reply = ask(
+        gateway,
+        question="Speak like an old sea captain: how long does the Kestrel battery last?",
+        collection="kb",
+    )
+    route = reply.route
+    assert route.adapter == "pirate" and "similar_request" in route.reasons, route.explanation
+    assert 0 < route.cue.topic_similarity < route.cue.similarity  # searched, and not the topic
+    assert gateway.recorder.calls.count("Search") == 2
+    assert [s.stage for s in reply.cost.stages].count("retrieve") == 1
+    assert [t.stage for t in reply.timings].count("cue_search") == 1
+    gateway.recorder.calls.clear()
+    plain = ask(gateway, question="How long does the Kestrel battery last?", collection="kb")
+    assert gateway.recorder.calls.count("Search") == 1 and plain.route.cue.topic_similarity == 0
+
+
 def test_feedback_is_stored_with_the_decision(gateway):
     reply = ask(gateway, question="Reply in JSON: Kestrel battery?", collection="kb")
     rated = run(

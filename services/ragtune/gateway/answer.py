@@ -244,13 +244,10 @@ class AnswerPipeline:
             mode=retrieval_pb2.SEARCH_MODE_AUTO,  # hybrid where the collection is lexical
         )
         with timings.stage("retrieve"):
-            try:
-                found = await self.retrieval.search(search)
-            except Exception as exc:
-                if not isinstance(unwrap(exc), NotFound):
-                    raise
-                elapsed = (time.perf_counter() - started) * 1000
-                return FirstStage([], False, elapsed, vectors=vectors)
+            found = await self._search(search)
+        if found is None:
+            elapsed = (time.perf_counter() - started) * 1000
+            return FirstStage([], False, elapsed, vectors=vectors)
         work.add("retrieve", found.busy_ms, 0)
         hits = [(h.chunk, h.score) for h in found.hits]
         return FirstStage(
@@ -262,28 +259,32 @@ class AnswerPipeline:
             vectors=vectors,
         )
 
-    async def _best_score(
-        self,
-        tenant: str,
-        collection: str,
-        vector: np.ndarray,
-        request: gateway_pb2.AnswerRequest,
-        work: Work,
-    ) -> float | None:
-        """The collection's best dense score for ``vector`` (None: no such collection)."""
-        search = retrieval_pb2.SearchRequest(
-            tenant=tenant,
-            collection=collection,
-            query_vector=vector.tolist(),
-            top_k=1,
-            filter=dict(request.filter),
-            mode=retrieval_pb2.SEARCH_MODE_DENSE,
-        )
+    async def _search(
+        self, search: retrieval_pb2.SearchRequest
+    ) -> retrieval_pb2.SearchResponse | None:
+        """``search`` on the retrieval service; None when the collection does not exist."""
         try:
-            found = await self.retrieval.search(search)
+            return await self.retrieval.search(search)
         except Exception as exc:
             if not isinstance(unwrap(exc), NotFound):
                 raise
+            return None
+
+    async def _best_score(
+        self, tenant: str, collection: str, vector: np.ndarray, filters: dict, work: Work
+    ) -> float | None:
+        """The collection's best dense score for ``vector`` (None: no such collection)."""
+        found = await self._search(
+            retrieval_pb2.SearchRequest(
+                tenant=tenant,
+                collection=collection,
+                query_vector=vector.tolist(),
+                top_k=1,
+                filter=filters,
+                mode=retrieval_pb2.SEARCH_MODE_DENSE,
+            )
+        )
+        if found is None:
             return None
         work.add("retrieve", found.busy_ms, 0)
         return found.hits[0].score if found.hits else None
@@ -361,6 +362,7 @@ class AnswerPipeline:
         offsets = await self.feedback.cached_offsets(principal.tenant) if self.feedback else {}
         index = await self.cue_index(route_request.registered) if cues else None
         adapter_offsets = {name: v for (scope, name), v in offsets.items() if scope == "adapter"}
+        filters = dict(request.filter)
 
         async def with_cues(vectors: np.ndarray) -> np.ndarray:
             """Match the cues; the probe searches the question without a matched instruction."""
@@ -375,7 +377,7 @@ class AnswerPipeline:
                         await asyncio.gather(
                             *(
                                 self._best_score(
-                                    principal.tenant, collection, vectors[n], request, work
+                                    principal.tenant, collection, vectors[n], filters, work
                                 )
                                 for n in parts
                             )

@@ -82,6 +82,9 @@ class CueIndex:
         self.owners = np.asarray(owners, dtype=np.int64)
         self.counter_owners = np.asarray(counter_owners, dtype=np.int64)
         self.texts = texts
+        # Per adapter, its columns of the example and counter-example matrices.
+        self._mine = [np.flatnonzero(self.owners == n) for n in range(len(self.names))]
+        self._theirs = [np.flatnonzero(self.counter_owners == n) for n in range(len(self.names))]
 
     def __bool__(self) -> bool:
         return bool(self.names)
@@ -104,15 +107,15 @@ class CueIndex:
         counter = vectors @ self.counters.T if len(self.counters) else np.zeros((len(vectors), 0))
         found = []
         for n, name in enumerate(self.names):
-            mine = sims[:, self.owners == n]
+            mine = sims[:, self._mine[n]]
             part = int(mine.max(axis=1).argmax())
             row = mine[part]
-            theirs = counter[part, self.counter_owners == n]
+            theirs = counter[part, self._theirs[n]]
             found.append(
                 CueMatch(
                     name,
                     float(row.max()),
-                    self.texts[int(np.flatnonzero(self.owners == n)[int(row.argmax())])],
+                    self.texts[int(self._mine[n][int(row.argmax())])],
                     _mean_of_closest(theirs, neighbours),
                     (offsets or {}).get(name, 0.0),
                     part,
